@@ -1,0 +1,111 @@
+//! `App`: what every handler shares — the store, the caches, the limits.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::archive::digest::DigestCache;
+use crate::names::JobId;
+use crate::store::progress::Progress;
+use crate::store::{JobDir, ProgressRead, Store};
+
+/// Limits and knobs fixed at start-up.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Request worker threads.
+    pub workers: usize,
+    /// Downloads streaming at once; more get 503.
+    pub max_downloads: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            workers: 8,
+            max_downloads: 16,
+        }
+    }
+}
+
+pub struct App {
+    pub store: Store,
+    pub limits: Limits,
+    /// CRCs and deflated sizes of files already read, for exact lengths and
+    /// cheap resumes.
+    pub digests: Arc<DigestCache>,
+    pub downloads: Counter,
+    /// The last good progress of each job, for when its file is half-written.
+    last_progress: Mutex<HashMap<JobId, (Progress, &'static str)>>,
+    /// The port clients connect to, to find their sockets (`http::conn`).
+    pub local_port: u16,
+}
+
+impl App {
+    pub fn new(store: Store, limits: Limits, local_port: u16) -> App {
+        App {
+            store,
+            limits,
+            digests: Arc::new(DigestCache::default()),
+            downloads: Counter::default(),
+            last_progress: Mutex::new(HashMap::new()),
+            local_port,
+        }
+    }
+
+    /// The job's progress, keeping the last good value when the file is
+    /// momentarily unreadable.
+    pub fn progress(&self, job: &JobDir) -> Option<(Progress, &'static str)> {
+        let mut memo = self.last_progress.lock().unwrap_or_else(|e| e.into_inner());
+        match job.progress() {
+            ProgressRead::Found(progress, source) => {
+                memo.insert(job.id().clone(), (progress.clone(), source));
+                Some((progress, source))
+            }
+            ProgressRead::Unreadable => memo.get(job.id()).cloned(),
+            ProgressRead::Absent => None,
+        }
+    }
+}
+
+/// A count of things in flight with an upper bound; a [`Slot`] holds one.
+#[derive(Default)]
+pub struct Counter(Arc<AtomicUsize>);
+
+impl Counter {
+    /// Takes a slot unless `max` are taken.
+    pub fn try_acquire(&self, max: usize) -> Option<Slot> {
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .ok()
+            .map(|_| Slot(Arc::clone(&self.0)))
+    }
+
+    pub fn current(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// One taken place in a [`Counter`], given back on drop.
+pub struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counter_bounds_and_releases() {
+        let counter = Counter::default();
+        let a = counter.try_acquire(2).unwrap();
+        let _b = counter.try_acquire(2).unwrap();
+        assert!(counter.try_acquire(2).is_none());
+        drop(a);
+        assert_eq!(counter.current(), 1);
+        assert!(counter.try_acquire(2).is_some());
+    }
+}

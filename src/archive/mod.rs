@@ -1,0 +1,141 @@
+//! ZIP archives of job files: the plan, its streaming reader, and the
+//! per-file compression policy.
+//!
+//! `plan` and `policy` are pure; `stream` reads files through a
+//! [`stream::MemberSource`] and so never names a path itself; `zipwriter`
+//! wraps the zip crate for the archives that are streamed without a plan
+//! (the logs, and `compression=deflate`).
+
+pub mod digest;
+pub mod plan;
+pub mod stream;
+pub mod zipwriter;
+
+use std::io;
+
+use digest::{deflate_digest, DigestCache};
+use plan::{ArchivePlan, Fingerprint, MemberSpec, Method};
+use stream::MemberSource;
+
+use crate::http::router::Compression;
+
+/// A file to archive, as found by the store: its name inside the archive
+/// and its fingerprint at planning time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEntry {
+    pub name: String,
+    pub fingerprint: Fingerprint,
+}
+
+/// Text files up to this size are deflated in `auto` mode; larger ones are
+/// stored so the sizing pass before the first byte stays short.
+pub const AUTO_DEFLATE_MAX: u64 = 64 << 20;
+
+/// Extensions of text that compresses well: configs, tokenizers, logs.
+const TEXT_EXTENSIONS: &[&str] = &[
+    "json", "jsonl", "txt", "log", "md", "yaml", "yml", "csv", "tsv", "toml", "ini", "cfg",
+    "py", "xml", "html", "vocab", "merges",
+];
+
+/// True when `auto` mode deflates a file of this name and size: text by
+/// extension (or a well-known extensionless text name), up to
+/// [`AUTO_DEFLATE_MAX`]. Tensors and other dense binaries are stored.
+pub fn auto_deflates(name: &str, size: u64) -> bool {
+    if size == 0 || size > AUTO_DEFLATE_MAX {
+        return false;
+    }
+    let file = name.rsplit('/').next().unwrap_or(name);
+    match file.rsplit_once('.') {
+        Some((_, ext)) => TEXT_EXTENSIONS
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(ext)),
+        None => matches!(file, "README" | "LICENSE" | "merges" | "vocab"),
+    }
+}
+
+/// Plans an archive of `entries` for `compression` (`Auto` or `Stored`).
+/// In `Auto`, each text member's deflated size comes from the cache or from
+/// a sizing pass over the file, before the first byte is sent.
+pub fn plan_archive<S: MemberSource>(
+    entries: &[FileEntry],
+    compression: Compression,
+    source: &S,
+    cache: &DigestCache,
+) -> io::Result<ArchivePlan> {
+    let mut specs = Vec::with_capacity(entries.len());
+    for (index, entry) in entries.iter().enumerate() {
+        let method = if compression == Compression::Auto
+            && auto_deflates(&entry.name, entry.fingerprint.size)
+        {
+            let digest = match cache.get(&entry.fingerprint) {
+                Some(d) if d.deflated_size.is_some() => d,
+                _ => {
+                    let mut file = source.open(index)?;
+                    if source.fingerprint(&file)? != entry.fingerprint {
+                        return Err(digest::changed(&entry.name));
+                    }
+                    let d = deflate_digest(&mut file, entry.fingerprint.size)?;
+                    cache.put(entry.fingerprint, d);
+                    d
+                }
+            };
+            Method::Deflated {
+                compressed_size: digest.deflated_size.unwrap_or_default(),
+                crc32: digest.crc32,
+            }
+        } else {
+            Method::Stored
+        };
+        specs.push(MemberSpec {
+            name: entry.name.clone(),
+            fingerprint: entry.fingerprint,
+            method,
+        });
+    }
+    ArchivePlan::new(specs).map_err(io::Error::other)
+}
+
+/// A strong ETag for an archive: a hash of the format version, the mode and
+/// every member's name, fingerprint and method, so it changes when any file
+/// does and two equal ETags mean byte-identical archives.
+pub fn etag(plan: &ArchivePlan, compression: Compression) -> String {
+    let mut hash = Fnv64::default();
+    hash.write(b"trainbox-zip/1 deflate-");
+    hash.write(digest::DEFLATE_LEVEL.to_string().as_bytes());
+    hash.write(compression.as_str().as_bytes());
+    for member in plan.members() {
+        let spec = &member.spec;
+        let f = spec.fingerprint;
+        hash.write(spec.name.as_bytes());
+        hash.write(&[0]);
+        for value in [f.dev, f.ino, f.size, spec.data_len()] {
+            hash.write(&value.to_le_bytes());
+        }
+        hash.write(&f.mtime_ns.to_le_bytes());
+    }
+    format!("\"z1-{:016x}{:08x}\"", hash.finish(), plan.len() as u32)
+}
+
+/// FNV-1a, 64 bits: stable across builds and platforms, unlike std's hasher.
+struct Fnv64(u64);
+
+impl Default for Fnv64 {
+    fn default() -> Self {
+        Fnv64(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv64 {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,569 @@
+//! `ArchivePlan`: the byte layout of a ZIP archive, computed from metadata
+//! alone before the first byte is sent.
+//!
+//! The plan is a pure value: members in order with the offsets of their local
+//! header, data and data descriptor, then the central directory and the end
+//! records. Because every length is known, the archive has an exact
+//! `Content-Length` and any byte range can be produced without producing what
+//! lies before it (`archive::stream`). The framing follows APPNOTE.TXT 6.3:
+//!
+//! - Stored members set flag bit 3 and are followed by a data descriptor: the
+//!   CRC-32 is known only after reading, and a CRC pass must not delay the
+//!   first byte. Their local header carries zero CRC and sizes, as 4.4.4 says.
+//! - Deflated members carry CRC and sizes in the local header, since both are
+//!   known from the sizing pass (`archive::digest`), and no descriptor.
+//! - Zip64 fields appear exactly where a value does not fit in 32 bits (a
+//!   size or offset at or over 0xFFFF_FFFF, or 65535 entries); an archive that
+//!   needs none carries none, since forced zip64 breaks some readers.
+//! - Names are UTF-8 (flag bit 11 when not plain ASCII); times are the file's
+//!   mtime in UTC as a DOS date; modes are 0644 from a Unix host.
+
+use std::fmt;
+
+/// A value at or over this needs a zip64 field (0xFFFF_FFFF is itself the
+/// "see zip64" sentinel, so it cannot be stored literally).
+const ZIP64_LIMIT: u64 = 0xFFFF_FFFF;
+const ZIP64_ENTRY_LIMIT: usize = 0xFFFF;
+
+const LOCAL_HEADER_SIG: u32 = 0x0403_4b50;
+const DESCRIPTOR_SIG: u32 = 0x0807_4b50;
+const CENTRAL_HEADER_SIG: u32 = 0x0201_4b50;
+const ZIP64_EOCD_SIG: u32 = 0x0606_4b50;
+const ZIP64_LOCATOR_SIG: u32 = 0x0706_4b50;
+const EOCD_SIG: u32 = 0x0605_4b50;
+
+const LOCAL_HEADER_LEN: u64 = 30;
+const CENTRAL_HEADER_LEN: u64 = 46;
+const ZIP64_EOCD_LEN: u64 = 56;
+const ZIP64_LOCATOR_LEN: u64 = 20;
+const EOCD_LEN: u64 = 22;
+
+const FLAG_DESCRIPTOR: u16 = 1 << 3;
+const FLAG_UTF8: u16 = 1 << 11;
+const VERSION_DEFAULT: u16 = 20;
+const VERSION_ZIP64: u16 = 45;
+/// "Made by" a Unix host, so readers apply the mode bits below.
+const HOST_UNIX: u16 = 3 << 8;
+/// A regular file, rw-r--r--, in the high half of the external attributes.
+const EXTERNAL_ATTRS: u32 = 0o100644 << 16;
+
+/// How a member's data is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Method {
+    /// Method 0: the file's bytes as they are, CRC in a trailing descriptor.
+    Stored,
+    /// Method 8: raw deflate, with the compressed size and CRC found by a
+    /// sizing pass before planning.
+    Deflated { compressed_size: u64, crc32: u32 },
+}
+
+/// What identifies one version of a file: a change in any field means the
+/// bytes may differ. Keys the CRC and deflate caches and feeds the ETag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Fingerprint {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    /// Modification time in nanoseconds since the Unix epoch.
+    pub mtime_ns: i128,
+}
+
+/// One file to put in the archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberSpec {
+    /// The member's path inside the archive, `/`-separated, relative.
+    pub name: String,
+    pub fingerprint: Fingerprint,
+    pub method: Method,
+}
+
+impl MemberSpec {
+    pub fn size(&self) -> u64 {
+        self.fingerprint.size
+    }
+
+    /// Bytes of member data in the archive.
+    pub fn data_len(&self) -> u64 {
+        match self.method {
+            Method::Stored => self.fingerprint.size,
+            Method::Deflated {
+                compressed_size, ..
+            } => compressed_size,
+        }
+    }
+
+    /// True when the sizes need 64 bits (the local header then carries a
+    /// zip64 extra field and the descriptor 8-byte sizes).
+    fn zip64_sizes(&self) -> bool {
+        self.size() >= ZIP64_LIMIT || self.data_len() >= ZIP64_LIMIT
+    }
+
+    fn dos_datetime(&self) -> (u16, u16) {
+        dos_datetime(self.fingerprint.mtime_ns.div_euclid(1_000_000_000) as i64)
+    }
+
+    fn flags(&self) -> u16 {
+        let utf8 = if self.name.is_ascii() { 0 } else { FLAG_UTF8 };
+        match self.method {
+            Method::Stored => FLAG_DESCRIPTOR | utf8,
+            Method::Deflated { .. } => utf8,
+        }
+    }
+
+    fn method_code(&self) -> u16 {
+        match self.method {
+            Method::Stored => 0,
+            Method::Deflated { .. } => 8,
+        }
+    }
+}
+
+/// A member placed in the archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedMember {
+    pub spec: MemberSpec,
+    /// Offset of the local file header.
+    pub header_offset: u64,
+    /// Offset of the first data byte.
+    pub data_offset: u64,
+    /// Offset of the data descriptor (equal to the end of data when none).
+    pub descriptor_offset: u64,
+    /// Offset just past this member (the next header).
+    pub end_offset: u64,
+}
+
+impl PlannedMember {
+    pub fn data_len(&self) -> u64 {
+        self.descriptor_offset - self.data_offset
+    }
+}
+
+/// Why a member list cannot be planned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanError {
+    /// A name is empty, absolute, longer than 65535 bytes, or has a `..`,
+    /// empty or backslash component.
+    BadName(String),
+    /// Two members have the same name.
+    DuplicateName(String),
+}
+
+impl fmt::Display for PlanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PlanError::BadName(name) => write!(f, "member name {name:?} cannot be archived"),
+            PlanError::DuplicateName(name) => write!(f, "member name {name:?} appears twice"),
+        }
+    }
+}
+
+impl std::error::Error for PlanError {}
+
+/// The complete layout of one archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchivePlan {
+    members: Vec<PlannedMember>,
+    central_offset: u64,
+    central_len: u64,
+    /// Where the zip64 end record starts, when one is needed.
+    zip64_end_offset: Option<u64>,
+    len: u64,
+}
+
+impl ArchivePlan {
+    /// Lays out `specs` in the given order.
+    pub fn new(specs: Vec<MemberSpec>) -> Result<ArchivePlan, PlanError> {
+        let mut names = std::collections::HashSet::with_capacity(specs.len());
+        let mut members = Vec::with_capacity(specs.len());
+        let mut offset = 0u64;
+        for spec in specs {
+            check_name(&spec.name)?;
+            if !names.insert(spec.name.clone()) {
+                return Err(PlanError::DuplicateName(spec.name));
+            }
+            let header_offset = offset;
+            let data_offset = header_offset + local_header_len(&spec);
+            let descriptor_offset = data_offset + spec.data_len();
+            let end_offset = descriptor_offset + descriptor_len(&spec);
+            offset = end_offset;
+            members.push(PlannedMember {
+                spec,
+                header_offset,
+                data_offset,
+                descriptor_offset,
+                end_offset,
+            });
+        }
+        let central_offset = offset;
+        let central_len: u64 = members.iter().map(central_header_len).sum();
+        let end = central_offset + central_len;
+        let needs_zip64_end = members.len() >= ZIP64_ENTRY_LIMIT
+            || central_offset >= ZIP64_LIMIT
+            || central_len >= ZIP64_LIMIT;
+        let zip64_end_offset = needs_zip64_end.then_some(end);
+        let len = end
+            + if needs_zip64_end {
+                ZIP64_EOCD_LEN + ZIP64_LOCATOR_LEN
+            } else {
+                0
+            }
+            + EOCD_LEN;
+        Ok(ArchivePlan {
+            members,
+            central_offset,
+            central_len,
+            zip64_end_offset,
+            len,
+        })
+    }
+
+    /// Total length of the archive in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn members(&self) -> &[PlannedMember] {
+        &self.members
+    }
+
+    /// Offset of the central directory: everything from here on depends on
+    /// the CRCs of all stored members.
+    pub fn central_offset(&self) -> u64 {
+        self.central_offset
+    }
+
+    /// True when the archive carries zip64 end records.
+    pub fn has_zip64_end(&self) -> bool {
+        self.zip64_end_offset.is_some()
+    }
+
+    /// Index of the member whose bytes (header, data or descriptor) contain
+    /// `offset`, or `None` when `offset` lies in the central directory or past it.
+    pub fn member_at(&self, offset: u64) -> Option<usize> {
+        if offset >= self.central_offset {
+            return None;
+        }
+        // The first member whose end lies past `offset`.
+        Some(self.members.partition_point(|m| m.end_offset <= offset))
+    }
+
+    /// The local file header of member `index`.
+    pub fn local_header(&self, index: usize) -> Vec<u8> {
+        let spec = &self.members[index].spec;
+        let zip64 = spec.zip64_sizes();
+        let (time, date) = spec.dos_datetime();
+        let (crc, sizes) = match spec.method {
+            // Bit 3: CRC and sizes are zero here and follow in the descriptor.
+            Method::Stored => (0, (0, 0)),
+            Method::Deflated {
+                compressed_size,
+                crc32,
+            } => (crc32, (compressed_size, spec.size())),
+        };
+        let mut out = Vec::with_capacity(local_header_len(spec) as usize);
+        put_u32(&mut out, LOCAL_HEADER_SIG);
+        put_u16(&mut out, if zip64 { VERSION_ZIP64 } else { VERSION_DEFAULT });
+        put_u16(&mut out, spec.flags());
+        put_u16(&mut out, spec.method_code());
+        put_u16(&mut out, time);
+        put_u16(&mut out, date);
+        put_u32(&mut out, crc);
+        if zip64 {
+            put_u32(&mut out, ZIP64_LIMIT as u32);
+            put_u32(&mut out, ZIP64_LIMIT as u32);
+        } else {
+            put_u32(&mut out, sizes.0 as u32);
+            put_u32(&mut out, sizes.1 as u32);
+        }
+        put_u16(&mut out, spec.name.len() as u16);
+        put_u16(&mut out, if zip64 { 20 } else { 0 });
+        out.extend_from_slice(spec.name.as_bytes());
+        if zip64 {
+            // 4.5.3: in a local header the zip64 field holds both sizes.
+            put_u16(&mut out, 0x0001);
+            put_u16(&mut out, 16);
+            put_u64(&mut out, sizes.1);
+            put_u64(&mut out, sizes.0);
+        }
+        out
+    }
+
+    /// The data descriptor of member `index` (empty for deflated members).
+    pub fn descriptor(&self, index: usize, crc32: u32) -> Vec<u8> {
+        let spec = &self.members[index].spec;
+        let mut out = Vec::with_capacity(descriptor_len(spec) as usize);
+        if spec.method != Method::Stored {
+            return out;
+        }
+        put_u32(&mut out, DESCRIPTOR_SIG);
+        put_u32(&mut out, crc32);
+        if spec.zip64_sizes() {
+            put_u64(&mut out, spec.data_len());
+            put_u64(&mut out, spec.size());
+        } else {
+            put_u32(&mut out, spec.data_len() as u32);
+            put_u32(&mut out, spec.size() as u32);
+        }
+        out
+    }
+
+    /// The central directory and end records, given the CRC-32 of every
+    /// member in order. This is the archive's tail from `central_offset()`.
+    pub fn tail(&self, crcs: &[u32]) -> Vec<u8> {
+        assert_eq!(crcs.len(), self.members.len(), "one CRC per member");
+        let mut out = Vec::with_capacity((self.len - self.central_offset) as usize);
+        for (member, &crc) in self.members.iter().zip(crcs) {
+            write_central_header(&mut out, member, crc);
+        }
+        let entries = self.members.len() as u64;
+        if let Some(zip64_end) = self.zip64_end_offset {
+            put_u32(&mut out, ZIP64_EOCD_SIG);
+            put_u64(&mut out, ZIP64_EOCD_LEN - 12);
+            put_u16(&mut out, HOST_UNIX | VERSION_ZIP64);
+            put_u16(&mut out, VERSION_ZIP64);
+            put_u32(&mut out, 0); // this disk
+            put_u32(&mut out, 0); // disk with the central directory
+            put_u64(&mut out, entries);
+            put_u64(&mut out, entries);
+            put_u64(&mut out, self.central_len);
+            put_u64(&mut out, self.central_offset);
+            put_u32(&mut out, ZIP64_LOCATOR_SIG);
+            put_u32(&mut out, 0);
+            put_u64(&mut out, zip64_end);
+            put_u32(&mut out, 1); // total disks
+        }
+        put_u32(&mut out, EOCD_SIG);
+        put_u16(&mut out, 0);
+        put_u16(&mut out, 0);
+        let entries16 = entries.min(ZIP64_ENTRY_LIMIT as u64) as u16;
+        put_u16(&mut out, entries16);
+        put_u16(&mut out, entries16);
+        put_u32(&mut out, self.central_len.min(ZIP64_LIMIT) as u32);
+        put_u32(&mut out, self.central_offset.min(ZIP64_LIMIT) as u32);
+        put_u16(&mut out, 0); // comment length
+        debug_assert_eq!(out.len() as u64, self.len - self.central_offset);
+        out
+    }
+}
+
+fn check_name(name: &str) -> Result<(), PlanError> {
+    let bad = name.is_empty()
+        || name.len() > u16::MAX as usize
+        || name.contains('\\')
+        || name.contains('\0')
+        || name
+            .split('/')
+            .any(|part| part.is_empty() || part == "." || part == "..");
+    if bad {
+        Err(PlanError::BadName(name.to_owned()))
+    } else {
+        Ok(())
+    }
+}
+
+fn local_header_len(spec: &MemberSpec) -> u64 {
+    LOCAL_HEADER_LEN + spec.name.len() as u64 + if spec.zip64_sizes() { 20 } else { 0 }
+}
+
+fn descriptor_len(spec: &MemberSpec) -> u64 {
+    match (spec.method, spec.zip64_sizes()) {
+        (Method::Stored, false) => 16,
+        (Method::Stored, true) => 24,
+        (Method::Deflated { .. }, _) => 0,
+    }
+}
+
+/// Which 64-bit values a central header must move into its zip64 field.
+fn central_zip64_fields(member: &PlannedMember) -> (bool, bool, bool) {
+    let spec = &member.spec;
+    (
+        spec.size() >= ZIP64_LIMIT,
+        spec.data_len() >= ZIP64_LIMIT,
+        member.header_offset >= ZIP64_LIMIT,
+    )
+}
+
+fn central_extra_len(member: &PlannedMember) -> u64 {
+    let (size, data, offset) = central_zip64_fields(member);
+    let fields = u64::from(size) + u64::from(data) + u64::from(offset);
+    if fields == 0 { 0 } else { 4 + 8 * fields }
+}
+
+fn central_header_len(member: &PlannedMember) -> u64 {
+    CENTRAL_HEADER_LEN + member.spec.name.len() as u64 + central_extra_len(member)
+}
+
+fn write_central_header(out: &mut Vec<u8>, member: &PlannedMember, crc: u32) {
+    let spec = &member.spec;
+    let (size64, data64, offset64) = central_zip64_fields(member);
+    let extra_len = central_extra_len(member);
+    let version = if extra_len > 0 || spec.zip64_sizes() {
+        VERSION_ZIP64
+    } else {
+        VERSION_DEFAULT
+    };
+    let (time, date) = spec.dos_datetime();
+    let clamp = |value: u64, moved: bool| if moved { ZIP64_LIMIT as u32 } else { value as u32 };
+    put_u32(out, CENTRAL_HEADER_SIG);
+    put_u16(out, HOST_UNIX | version);
+    put_u16(out, version);
+    put_u16(out, spec.flags());
+    put_u16(out, spec.method_code());
+    put_u16(out, time);
+    put_u16(out, date);
+    put_u32(out, crc);
+    put_u32(out, clamp(spec.data_len(), data64));
+    put_u32(out, clamp(spec.size(), size64));
+    put_u16(out, spec.name.len() as u16);
+    put_u16(out, extra_len as u16);
+    put_u16(out, 0); // comment length
+    put_u16(out, 0); // disk number start
+    put_u16(out, 0); // internal attributes
+    put_u32(out, EXTERNAL_ATTRS);
+    put_u32(out, clamp(member.header_offset, offset64));
+    out.extend_from_slice(spec.name.as_bytes());
+    if extra_len > 0 {
+        // 4.5.3: only the moved values, in this fixed order.
+        put_u16(out, 0x0001);
+        put_u16(out, (extra_len - 4) as u16);
+        if size64 {
+            put_u64(out, spec.size());
+        }
+        if data64 {
+            put_u64(out, spec.data_len());
+        }
+        if offset64 {
+            put_u64(out, member.header_offset);
+        }
+    }
+}
+
+/// MS-DOS (time, date) for a Unix time in UTC, clamped to the range DOS
+/// dates can hold (1980 to 2107).
+pub fn dos_datetime(unix_secs: i64) -> (u16, u16) {
+    const MIN: i64 = 315_532_800; // 1980-01-01T00:00:00Z
+    const MAX: i64 = 4_354_819_198; // 2107-12-31T23:59:58Z
+    let secs = unix_secs.clamp(MIN, MAX);
+    let (year, month, day) = crate::timefmt::civil_from_days(secs.div_euclid(86_400));
+    let tod = secs.rem_euclid(86_400);
+    let time = ((tod / 3600) << 11 | (tod % 3600 / 60) << 5 | (tod % 60) / 2) as u16;
+    let date = ((year - 1980) << 9 | i64::from(month) << 5 | i64::from(day)) as u16;
+    (time, date)
+}
+
+fn put_u16(out: &mut Vec<u8>, v: u16) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+fn put_u32(out: &mut Vec<u8>, v: u32) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+fn put_u64(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn stored(name: &str, size: u64) -> MemberSpec {
+        MemberSpec {
+            name: name.to_owned(),
+            fingerprint: Fingerprint {
+                dev: 1,
+                ino: 1,
+                size,
+                mtime_ns: 1_700_000_000_000_000_000,
+            },
+            method: Method::Stored,
+        }
+    }
+
+    #[test]
+    fn small_archive_layout() {
+        let plan = ArchivePlan::new(vec![stored("a.bin", 10), stored("dir/b.txt", 0)]).unwrap();
+        let m = plan.members();
+        assert_eq!(m[0].header_offset, 0);
+        assert_eq!(m[0].data_offset, 30 + 5);
+        assert_eq!(m[0].descriptor_offset, 35 + 10);
+        assert_eq!(m[0].end_offset, 45 + 16);
+        assert_eq!(m[1].header_offset, 61);
+        assert_eq!(m[1].end_offset, 61 + 30 + 9 + 16);
+        assert_eq!(plan.central_offset(), 116);
+        assert_eq!(plan.len(), 116 + (46 + 5) + (46 + 9) + 22);
+        assert!(!plan.has_zip64_end());
+        assert_eq!(plan.local_header(0).len() as u64, m[0].data_offset);
+        assert_eq!(plan.tail(&[0, 0]).len() as u64, plan.len() - 116);
+    }
+
+    #[test]
+    fn an_empty_archive_is_an_end_record() {
+        let plan = ArchivePlan::new(Vec::new()).unwrap();
+        assert_eq!(plan.len(), 22);
+        assert_eq!(plan.tail(&[]), {
+            let mut eocd = vec![0x50, 0x4b, 0x05, 0x06];
+            eocd.extend([0; 18]);
+            eocd
+        });
+    }
+
+    #[test]
+    fn zip64_only_where_needed() {
+        let just_under = ArchivePlan::new(vec![stored("a", ZIP64_LIMIT - 100)]).unwrap();
+        assert_eq!(just_under.members()[0].data_offset, 31);
+        assert!(!just_under.has_zip64_end());
+        // A member just under the limit has no zip64 field of its own, but the
+        // central directory after it starts past 4 GiB.
+        let under = ArchivePlan::new(vec![stored("a", ZIP64_LIMIT - 1)]).unwrap();
+        assert_eq!(under.members()[0].data_offset, 31);
+        assert!(under.has_zip64_end());
+        let huge = ArchivePlan::new(vec![stored("a", 5 << 30), stored("b", 1)]).unwrap();
+        assert_eq!(huge.members()[0].data_offset, 31 + 20);
+        assert_eq!(huge.members()[0].end_offset - huge.members()[0].descriptor_offset, 24);
+        // The second member is small but lies past 4 GiB: only its central
+        // header needs a zip64 offset.
+        assert_eq!(huge.members()[1].data_offset - huge.members()[1].header_offset, 31);
+        assert!(huge.has_zip64_end());
+        let tail = huge.tail(&[1, 2]);
+        assert_eq!(tail.len() as u64, huge.len() - huge.central_offset());
+    }
+
+    #[test]
+    fn names_must_be_relative_and_unique() {
+        for bad in ["", "/abs", "a//b", "../x", "a/./b", "a\\b", "a/"] {
+            assert!(
+                matches!(ArchivePlan::new(vec![stored(bad, 1)]), Err(PlanError::BadName(_))),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            ArchivePlan::new(vec![stored("a", 1), stored("a", 2)]),
+            Err(PlanError::DuplicateName(_))
+        ));
+    }
+
+    #[test]
+    fn member_at_finds_the_owner_of_every_byte() {
+        let plan = ArchivePlan::new(vec![stored("a", 3), stored("b", 0), stored("c", 5)]).unwrap();
+        for (index, m) in plan.members().iter().enumerate() {
+            for offset in m.header_offset..m.end_offset {
+                assert_eq!(plan.member_at(offset), Some(index));
+            }
+        }
+        assert_eq!(plan.member_at(plan.central_offset()), None);
+    }
+
+    #[test]
+    fn dos_dates() {
+        // 2024-02-29T13:45:58Z
+        let (time, date) = dos_datetime(1_709_214_358);
+        assert_eq!(time, 13 << 11 | 45 << 5 | 29);
+        assert_eq!(date, (2024 - 1980) << 9 | 2 << 5 | 29);
+        assert_eq!(dos_datetime(0), (0, 1 << 5 | 1));
+    }
+}

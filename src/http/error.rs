@@ -1,0 +1,169 @@
+//! `ApiError`: every error a client can see, with its status and `detail`.
+//!
+//! Handlers return `Result<_, ApiError>`; the conversion to the
+//! `{"detail": "..."}` body the reference FastAPI server used lives here and
+//! nowhere else. Texts are fixed or built from parsed names only, so no error
+//! ever carries a filesystem path, an OS error string or a backtrace; those
+//! go to the log.
+
+use std::fmt;
+
+use crate::http::router::RouteError;
+use crate::names::{CheckpointName, JobId};
+
+/// An error answered to the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiError {
+    /// 400: the request is malformed; the text says how.
+    BadRequest(String),
+    /// 400 `Invalid job id`: the `{job_id}` path segment did not parse.
+    InvalidJobId,
+    /// 400 `Invalid checkpoint name`: `?checkpoint=` did not parse.
+    InvalidCheckpointName,
+    /// 401: no token, or a token that is not on the list.
+    Unauthorized,
+    /// 403: the token is valid but its role may not do this.
+    Forbidden,
+    /// 404 `Not Found`: no route has this path.
+    NoRoute,
+    /// 404 `Job not found`.
+    JobNotFound,
+    /// 404 `Model directory not found for job {job_id}`.
+    ModelNotFound(JobId),
+    /// 404 `Checkpoint '{name}' not found`.
+    CheckpointNotFound(CheckpointName),
+    /// 404 `Training log not found for job {job_id}`.
+    LogNotFound(JobId),
+    /// 405 `Method Not Allowed`, with the `Allow` header.
+    MethodNotAllowed { allow: &'static str },
+    /// 409: the job's state does not allow the action; the text says why.
+    Conflict(String),
+    /// 413: the request body is larger than the limit.
+    PayloadTooLarge,
+    /// 503: too many downloads in flight, or the server is shutting down;
+    /// sent with `Retry-After`.
+    Unavailable(&'static str),
+    /// 500: something failed on the server; the cause is logged, not sent.
+    Internal,
+    /// 501: the endpoint is part of the API but not built yet.
+    NotImplemented,
+}
+
+impl ApiError {
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::BadRequest(_) | ApiError::InvalidJobId | ApiError::InvalidCheckpointName => {
+                400
+            }
+            ApiError::Unauthorized => 401,
+            ApiError::Forbidden => 403,
+            ApiError::NoRoute
+            | ApiError::JobNotFound
+            | ApiError::ModelNotFound(_)
+            | ApiError::CheckpointNotFound(_)
+            | ApiError::LogNotFound(_) => 404,
+            ApiError::MethodNotAllowed { .. } => 405,
+            ApiError::Conflict(_) => 409,
+            ApiError::PayloadTooLarge => 413,
+            ApiError::Unavailable(_) => 503,
+            ApiError::Internal => 500,
+            ApiError::NotImplemented => 501,
+        }
+    }
+
+    /// Extra headers this error must carry.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        match self {
+            ApiError::MethodNotAllowed { allow } => vec![("Allow", (*allow).to_owned())],
+            ApiError::Unauthorized => vec![("WWW-Authenticate", "Bearer".to_owned())],
+            ApiError::Unavailable(_) => vec![("Retry-After", "5".to_owned())],
+            _ => Vec::new(),
+        }
+    }
+
+    /// The JSON body: `{"detail": "..."}`.
+    pub fn body(&self) -> String {
+        serde_json::json!({ "detail": self.to_string() }).to_string()
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApiError::BadRequest(detail) | ApiError::Conflict(detail) => f.write_str(detail),
+            ApiError::InvalidJobId => f.write_str("Invalid job id"),
+            ApiError::InvalidCheckpointName => f.write_str("Invalid checkpoint name"),
+            ApiError::Unauthorized => f.write_str("Not authenticated"),
+            ApiError::Forbidden => f.write_str("Not permitted for this token"),
+            ApiError::NoRoute => f.write_str("Not Found"),
+            ApiError::JobNotFound => f.write_str("Job not found"),
+            ApiError::ModelNotFound(job) => write!(f, "Model directory not found for job {job}"),
+            ApiError::CheckpointNotFound(name) => write!(f, "Checkpoint '{name}' not found"),
+            ApiError::LogNotFound(job) => write!(f, "Training log not found for job {job}"),
+            ApiError::MethodNotAllowed { .. } => f.write_str("Method Not Allowed"),
+            ApiError::PayloadTooLarge => f.write_str("Request body too large"),
+            ApiError::Unavailable(why) => f.write_str(why),
+            ApiError::Internal => f.write_str("Internal Server Error"),
+            ApiError::NotImplemented => f.write_str("Not implemented yet"),
+        }
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl From<RouteError> for ApiError {
+    fn from(e: RouteError) -> ApiError {
+        match e {
+            RouteError::NotFound => ApiError::NoRoute,
+            RouteError::MethodNotAllowed { allow } => ApiError::MethodNotAllowed { allow },
+            RouteError::InvalidJobId => ApiError::InvalidJobId,
+            RouteError::InvalidCheckpointName => ApiError::InvalidCheckpointName,
+            RouteError::BadQuery(detail) => ApiError::BadRequest(detail),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn details_match_the_reference_server() {
+        let job = JobId::parse("abc").unwrap();
+        let cases = [
+            (ApiError::JobNotFound, 404, "Job not found"),
+            (
+                ApiError::ModelNotFound(job.clone()),
+                404,
+                "Model directory not found for job abc",
+            ),
+            (ApiError::InvalidCheckpointName, 400, "Invalid checkpoint name"),
+            (
+                ApiError::CheckpointNotFound(CheckpointName::parse("checkpoint-9").unwrap()),
+                404,
+                "Checkpoint 'checkpoint-9' not found",
+            ),
+            (
+                ApiError::LogNotFound(job),
+                404,
+                "Training log not found for job abc",
+            ),
+            (ApiError::NoRoute, 404, "Not Found"),
+        ];
+        for (error, status, detail) in cases {
+            assert_eq!(error.status(), status);
+            let body: serde_json::Value = serde_json::from_str(&error.body()).unwrap();
+            assert_eq!(body, serde_json::json!({ "detail": detail }));
+        }
+    }
+
+    #[test]
+    fn protocol_headers_ride_along() {
+        assert_eq!(
+            ApiError::MethodNotAllowed { allow: "POST" }.headers(),
+            vec![("Allow", "POST".to_owned())]
+        );
+        assert_eq!(ApiError::Unauthorized.headers()[0].0, "WWW-Authenticate");
+        assert_eq!(ApiError::Unavailable("busy").headers()[0].0, "Retry-After");
+    }
+}

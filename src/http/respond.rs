@@ -1,0 +1,170 @@
+//! Writing responses: small ones through tiny_http, and the status line and
+//! headers of streamed ones straight onto the connection.
+//!
+//! Downloads bypass tiny_http's `Response` for speed: its copy loop moves
+//! 8 KiB at a time, while writing 1 MiB blocks to the raw writer runs at
+//! the socket's speed. The cost is that we write the head ourselves, so it
+//! lives here, next to the small-response path, with the same headers.
+
+use std::io::{self, Write};
+use std::time::SystemTime;
+
+use tiny_http::{Header, Request, Response};
+
+use super::error::ApiError;
+
+/// How the length of a streamed body is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// `Content-Length: n`.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        206 => "Partial Content",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        409 => "Conflict",
+        413 => "Content Too Large",
+        416 => "Range Not Satisfiable",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        _ => "",
+    }
+}
+
+/// Writes a status line and headers; returns the number of bytes written.
+pub fn write_head(
+    out: &mut dyn Write,
+    status: u16,
+    headers: &[(&str, String)],
+    framing: Option<Framing>,
+) -> io::Result<u64> {
+    let mut head = format!(
+        "HTTP/1.1 {status} {}\r\nServer: trainbox\r\nDate: {}\r\n",
+        reason(status),
+        httpdate::fmt_http_date(SystemTime::now())
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    match framing {
+        Some(Framing::Length(n)) => head.push_str(&format!("Content-Length: {n}\r\n")),
+        Some(Framing::Chunked) => head.push_str("Transfer-Encoding: chunked\r\n"),
+        None => {}
+    }
+    head.push_str("\r\n");
+    out.write_all(head.as_bytes())?;
+    Ok(head.len() as u64)
+}
+
+fn header(name: &str, value: &str) -> Header {
+    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("static header names and ASCII values")
+}
+
+/// Sends a small body with tiny_http; returns the body length for the log.
+pub fn send(
+    request: Request,
+    status: u16,
+    content_type: &str,
+    headers: &[(&str, String)],
+    body: Vec<u8>,
+) -> u64 {
+    let len = body.len() as u64;
+    let mut response = Response::from_data(body)
+        .with_status_code(status)
+        .with_header(header("Content-Type", content_type));
+    for (name, value) in headers {
+        response.add_header(header(name, value));
+    }
+    if let Err(e) = request.respond(response) {
+        log::debug!("response not delivered: {e}");
+    }
+    len
+}
+
+pub fn send_json(request: Request, status: u16, body: &serde_json::Value) -> u64 {
+    send(request, status, "application/json", &[], body.to_string().into_bytes())
+}
+
+pub fn send_error(request: Request, error: &ApiError) -> u64 {
+    send(
+        request,
+        error.status(),
+        "application/json",
+        &error.headers(),
+        error.body().into_bytes(),
+    )
+}
+
+/// Writes each `write` as one HTTP/1.1 chunk; `finish` writes the last chunk.
+pub struct ChunkedWriter<W: Write> {
+    inner: W,
+}
+
+impl<W: Write> ChunkedWriter<W> {
+    pub fn new(inner: W) -> ChunkedWriter<W> {
+        ChunkedWriter { inner }
+    }
+
+    pub fn finish(mut self) -> io::Result<W> {
+        self.inner.write_all(b"0\r\n\r\n")?;
+        self.inner.flush()?;
+        Ok(self.inner)
+    }
+}
+
+impl<W: Write> Write for ChunkedWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        write!(self.inner, "{:x}\r\n", buf.len())?;
+        self.inner.write_all(buf)?;
+        self.inner.write_all(b"\r\n")?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunked_framing() {
+        let mut w = ChunkedWriter::new(Vec::new());
+        w.write_all(b"hello").unwrap();
+        w.write_all(b"").unwrap();
+        w.write_all(&[b'x'; 17]).unwrap();
+        let out = w.finish().unwrap();
+        let expected = [&b"5\r\nhello\r\n11\r\n"[..], &[b'x'; 17], b"\r\n0\r\n\r\n"].concat();
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn heads_carry_the_framing() {
+        let mut out = Vec::new();
+        let n = write_head(&mut out, 206, &[("ETag", "\"x\"".into())], Some(Framing::Length(5)))
+            .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(n as usize, text.len());
+        assert!(text.starts_with("HTTP/1.1 206 Partial Content\r\n"));
+        assert!(text.contains("\r\nETag: \"x\"\r\n"));
+        assert!(text.ends_with("Content-Length: 5\r\n\r\n"));
+    }
+}

@@ -1,0 +1,197 @@
+//! The server loop: tiny_http accepts and parses, a dispatcher hands each
+//! request to a fixed pool of workers, and downloads move to threads of
+//! their own so they never hold a worker.
+//!
+//! ```text
+//! tiny_http accept thread ─▶ dispatcher ─▶ bounded queue ─▶ N workers ─▶ handlers
+//!                                                              └─▶ download thread (≤ --max-downloads)
+//! ```
+//!
+//! tiny_http's accept loop ends for good on its first accept error (EMFILE
+//! under load, say). The dispatcher notices the error, builds a new tiny_http
+//! server on a clone of the same listening socket, and keeps draining the old
+//! one until its connections are gone, so the server outlives the error.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tiny_http::Request;
+
+use super::download;
+use super::error::ApiError;
+use super::handlers::{self, Reply};
+use super::respond;
+use super::router;
+use crate::app::App;
+
+/// Requests waiting for a worker; past this the dispatcher waits, and
+/// tiny_http's own queue and the listen backlog absorb the burst.
+const QUEUE_DEPTH: usize = 256;
+/// How often the dispatcher looks at the stop flag and retired servers.
+const POLL: Duration = Duration::from_millis(100);
+/// A retired tiny_http server is dropped after this long without a request.
+const RETIRE_AFTER: Duration = Duration::from_secs(600);
+
+/// Serves `listener` until `stop` is set. Returns once the dispatcher and
+/// workers have stopped; downloads in flight keep their own threads.
+pub fn serve(app: Arc<App>, listener: TcpListener, stop: Arc<AtomicBool>) -> io::Result<()> {
+    let (queue, jobs) = sync_channel::<Request>(QUEUE_DEPTH);
+    let jobs = Arc::new(Mutex::new(jobs));
+    let mut workers = Vec::with_capacity(app.limits.workers);
+    for index in 0..app.limits.workers.max(1) {
+        let (app, jobs) = (Arc::clone(&app), Arc::clone(&jobs));
+        workers.push(
+            thread::Builder::new()
+                .name(format!("worker-{index}"))
+                .spawn(move || work(&app, &jobs))?,
+        );
+    }
+    dispatch(&listener, &queue, &stop)?;
+    drop(queue);
+    for worker in workers {
+        let _ = worker.join();
+    }
+    Ok(())
+}
+
+fn new_http_server(listener: &TcpListener) -> io::Result<tiny_http::Server> {
+    tiny_http::Server::from_listener(listener.try_clone()?, None).map_err(io::Error::other)
+}
+
+/// Moves requests from tiny_http to the worker queue until `stop` is set.
+fn dispatch(
+    listener: &TcpListener,
+    queue: &SyncSender<Request>,
+    stop: &AtomicBool,
+) -> io::Result<()> {
+    let mut current = new_http_server(listener)?;
+    // Servers whose accept loop died, still delivering requests from the
+    // connections they accepted, with the time of their last request.
+    let mut retired: Vec<(tiny_http::Server, Instant)> = Vec::new();
+    while !stop.load(Ordering::Acquire) {
+        match current.recv_timeout(POLL) {
+            Ok(Some(request)) => {
+                if queue.send(request).is_err() {
+                    break;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                log::error!("the accept loop stopped ({e}); starting a new one on the same socket");
+                thread::sleep(POLL); // do not spin while descriptors are exhausted
+                match new_http_server(listener) {
+                    Ok(fresh) => {
+                        let old = std::mem::replace(&mut current, fresh);
+                        retired.push((old, Instant::now()));
+                    }
+                    Err(e) => log::error!("cannot restart the accept loop yet: {e}"),
+                }
+            }
+        }
+        retired.retain_mut(|(server, last)| {
+            while let Ok(Some(request)) = server.try_recv() {
+                *last = Instant::now();
+                if queue.send(request).is_err() {
+                    return false;
+                }
+            }
+            last.elapsed() < RETIRE_AFTER
+        });
+    }
+    Ok(())
+}
+
+fn work(app: &Arc<App>, jobs: &Mutex<Receiver<Request>>) {
+    loop {
+        let next = jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
+        match next {
+            Ok(request) => handle(app, request),
+            Err(_) => return, // the dispatcher is gone
+        }
+    }
+}
+
+/// Routes and answers one request; downloads continue on their own thread.
+pub fn handle(app: &Arc<App>, mut request: Request) {
+    let started = Instant::now();
+    let method = request.method().as_str().to_owned();
+    let target = request.url().to_owned();
+    let client = request.remote_addr().copied();
+    let result = router::route(&method, &target)
+        .map_err(ApiError::from)
+        .and_then(|matched| handlers::dispatch(app, matched, &mut request));
+    let (status, bytes) = match result {
+        Ok(Reply::Json(status, body)) => (status, respond::send_json(request, status, &body)),
+        Ok(Reply::Static { content_type, body }) => {
+            (200, respond::send(request, 200, content_type, &[], body.to_vec()))
+        }
+        Ok(Reply::Download(download)) => {
+            let app = Arc::clone(app);
+            let spawned = thread::Builder::new()
+                .name("download".into())
+                .spawn(move || {
+                    let sent = download::serve(&app, request, download);
+                    access_log(&method, &target, sent.status, sent.bytes, started, client);
+                });
+            if let Err(e) = spawned {
+                // The request went down with the closure: tiny_http answers 500.
+                log::error!("cannot start a download thread: {e}");
+            }
+            return;
+        }
+        Err(error) => (error.status(), respond::send_error(request, &error)),
+    };
+    access_log(&method, &target, status, bytes, started, client);
+}
+
+/// One line per request: method, target (token redacted), status, bytes,
+/// duration, client.
+pub fn access_log(
+    method: &str,
+    target: &str,
+    status: u16,
+    bytes: u64,
+    started: Instant,
+    client: Option<SocketAddr>,
+) {
+    let client = client.map_or_else(|| "-".to_owned(), |c| c.to_string());
+    log::info!(
+        target: "access",
+        "{method} {} {status} {bytes}B {:.1}ms {client}",
+        redact_token(target),
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+}
+
+/// The target with any `token=` query value replaced, so secrets never
+/// reach the log.
+fn redact_token(target: &str) -> std::borrow::Cow<'_, str> {
+    let Some((path, query)) = target.split_once('?') else {
+        return target.into();
+    };
+    if !query.split('&').any(|p| p.starts_with("token=")) {
+        return target.into();
+    }
+    let query: Vec<&str> = query
+        .split('&')
+        .map(|p| if p.starts_with("token=") { "token=REDACTED" } else { p })
+        .collect();
+    format!("{path}?{}", query.join("&")).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_never_reach_the_log() {
+        assert_eq!(redact_token("/a?token=read:s3cret&x=1"), "/a?token=REDACTED&x=1");
+        assert_eq!(redact_token("/a?x=1"), "/a?x=1");
+        assert_eq!(redact_token("/a"), "/a");
+    }
+}

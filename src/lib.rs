@@ -1,0 +1,22 @@
+//! trainbox: a sandboxed, synchronous HTTP server for edge and air-gapped
+//! training boxes. It lists the training jobs under one root directory,
+//! shows their progress and checkpoints, and streams models, checkpoints
+//! and logs as ZIP archives with an exact length and byte ranges.
+//!
+//! The contract is `DESIGN.md`; the modules follow its layout:
+//!
+//! - [`names`]: `JobId` and `CheckpointName`, the only names a request can use.
+//! - [`http`]: the server loop, the pure router and Range parser, errors, handlers.
+//! - [`store`]: the cap-std root; the only code that touches the filesystem
+//!   on behalf of a request.
+//! - [`archive`]: the ZIP plan (pure) and the reader that streams it.
+//! - [`demo`]: the built-in demo trainer and the `demo` command.
+
+pub mod app;
+pub mod archive;
+pub mod demo;
+pub mod http;
+pub mod names;
+pub mod store;
+pub mod timefmt;
+pub mod ui;

@@ -1,0 +1,194 @@
+//! Training progress as trainers write it: `progress.json`, the lines of
+//! `metrics.jsonl`, or a Hugging Face `trainer_state.json`.
+//!
+//! Parsing is pure and lenient: every field is optional, wrong types are
+//! dropped, and a file that is not a JSON object yields `None`, so a
+//! half-written file is ignored rather than reported (the caller keeps the
+//! last good value).
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// One progress sample.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Progress {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_steps: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loss: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub learning_rate: Option<f64>,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub metrics: Map<String, Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
+}
+
+impl Progress {
+    /// Parses a `progress.json` document or one `metrics.jsonl` line.
+    pub fn from_json(bytes: &[u8]) -> Option<Progress> {
+        let Value::Object(obj) = serde_json::from_slice(bytes).ok()? else {
+            return None;
+        };
+        let metrics = match obj.get("metrics") {
+            Some(Value::Object(m)) => numbers_only(m),
+            _ => Map::new(),
+        };
+        Some(Progress {
+            step: count(obj.get("step")),
+            total_steps: count(obj.get("total_steps")),
+            epoch: number(obj.get("epoch")),
+            loss: number(obj.get("loss")),
+            learning_rate: number(obj.get("learning_rate")),
+            metrics,
+            updated_at: obj
+                .get("updated_at")
+                .and_then(Value::as_str)
+                .map(|s| s.chars().take(64).collect()),
+        })
+    }
+
+    /// Parses a Hugging Face `trainer_state.json`: the step and total from
+    /// `global_step` and `max_steps`, loss and learning rate from the last
+    /// `log_history` entry that has them, `eval_*` values as metrics.
+    pub fn from_trainer_state(bytes: &[u8]) -> Option<Progress> {
+        let Value::Object(obj) = serde_json::from_slice(bytes).ok()? else {
+            return None;
+        };
+        let history: &[Value] = match obj.get("log_history") {
+            Some(Value::Array(entries)) => entries,
+            _ => &[],
+        };
+        let last_with = |key: &str| {
+            history
+                .iter()
+                .rev()
+                .find_map(|entry| number(entry.get(key)))
+        };
+        let mut metrics = Map::new();
+        for entry in history.iter().rev() {
+            if let Value::Object(fields) = entry {
+                for (key, value) in fields {
+                    if key.starts_with("eval_") && value.is_number() && !metrics.contains_key(key) {
+                        metrics.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+        }
+        Some(Progress {
+            step: count(obj.get("global_step")),
+            total_steps: count(obj.get("max_steps")),
+            epoch: number(obj.get("epoch")),
+            loss: last_with("loss"),
+            learning_rate: last_with("learning_rate"),
+            metrics,
+            updated_at: None,
+        })
+    }
+
+    /// Percent done, when both step and total are known.
+    pub fn percent(&self) -> Option<f64> {
+        match (self.step, self.total_steps) {
+            (Some(step), Some(total)) if total > 0 => {
+                Some((step.min(total) as f64 * 1000.0 / total as f64).round() / 10.0)
+            }
+            _ => None,
+        }
+    }
+
+    /// The HF `log_history` entries of a `trainer_state.json` as samples.
+    pub fn history_from_trainer_state(bytes: &[u8]) -> Vec<Progress> {
+        let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(bytes) else {
+            return Vec::new();
+        };
+        match obj.get("log_history") {
+            Some(Value::Array(entries)) => entries
+                .iter()
+                .filter_map(|entry| {
+                    let loss = number(entry.get("loss"));
+                    loss.map(|loss| Progress {
+                        step: count(entry.get("step")),
+                        epoch: number(entry.get("epoch")),
+                        loss: Some(loss),
+                        learning_rate: number(entry.get("learning_rate")),
+                        ..Progress::default()
+                    })
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+fn number(value: Option<&Value>) -> Option<f64> {
+    value.and_then(Value::as_f64).filter(|v| v.is_finite())
+}
+
+/// A non-negative whole count; trainers sometimes write `12.0`.
+fn count(value: Option<&Value>) -> Option<u64> {
+    let value = value?;
+    value.as_u64().or_else(|| {
+        value
+            .as_f64()
+            .filter(|v| v.is_finite() && *v >= 0.0 && v.fract() == 0.0 && *v < 1e18)
+            .map(|v| v as u64)
+    })
+}
+
+fn numbers_only(map: &Map<String, Value>) -> Map<String, Value> {
+    map.iter()
+        .filter(|(k, v)| v.is_number() && k.len() <= 64)
+        .take(64)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_json_fields_are_optional_and_typed() {
+        let p = Progress::from_json(
+            br#"{"step": 50, "total_steps": 200.0, "loss": 0.5, "epoch": "x",
+                 "metrics": {"acc": 0.9, "name": "no"}, "extra": 1}"#,
+        )
+        .unwrap();
+        assert_eq!(p.step, Some(50));
+        assert_eq!(p.total_steps, Some(200));
+        assert_eq!(p.loss, Some(0.5));
+        assert_eq!(p.epoch, None);
+        assert_eq!(p.metrics.len(), 1);
+        assert_eq!(p.percent(), Some(25.0));
+        assert_eq!(Progress::from_json(b"{}").unwrap(), Progress::default());
+    }
+
+    #[test]
+    fn half_written_files_are_none() {
+        for bad in [&b""[..], b"{\"step\": 5", b"[1,2]", b"null", b"{\"loss\": NaN}"] {
+            assert_eq!(Progress::from_json(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn trainer_state() {
+        let state = br#"{"global_step": 500, "max_steps": 1000, "epoch": 1.5,
+            "log_history": [
+              {"loss": 2.0, "learning_rate": 0.001, "step": 100, "epoch": 0.3},
+              {"loss": 1.2, "learning_rate": 0.0008, "step": 500, "epoch": 1.5},
+              {"eval_loss": 1.4, "eval_accuracy": 0.61, "step": 500}]}"#;
+        let p = Progress::from_trainer_state(state).unwrap();
+        assert_eq!((p.step, p.total_steps), (Some(500), Some(1000)));
+        assert_eq!(p.loss, Some(1.2));
+        assert_eq!(p.learning_rate, Some(0.0008));
+        assert_eq!(p.metrics.get("eval_loss"), Some(&serde_json::json!(1.4)));
+        assert_eq!(p.percent(), Some(50.0));
+        let history = Progress::history_from_trainer_state(state);
+        assert_eq!(history.len(), 2);
+        assert_eq!(history[1].step, Some(500));
+    }
+}
