@@ -75,7 +75,9 @@ impl Counter {
     /// Takes a slot unless `max` are taken.
     pub fn try_acquire(&self, max: usize) -> Option<Slot> {
         self.0
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
             .ok()
             .map(|_| Slot(Arc::clone(&self.0)))
     }

@@ -96,7 +96,8 @@ fn serve(root: &Path, args: &ServerArgs, demo_job: Option<String>) -> Result<(),
     if !root.is_dir() {
         return Err(format!("root {} is not a directory", root.display()));
     }
-    let store = Store::open(root).map_err(|e| format!("cannot open root {}: {e}", root.display()))?;
+    let store =
+        Store::open(root).map_err(|e| format!("cannot open root {}: {e}", root.display()))?;
     let listener = TcpListener::bind(args.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
@@ -113,7 +114,11 @@ fn serve(root: &Path, args: &ServerArgs, demo_job: Option<String>) -> Result<(),
     server::serve(app, listener, stop).map_err(|e| format!("server failed: {e}"))
 }
 
-fn demo_trainer(steps: Option<u64>, lr: Option<f64>, output_dir: Option<PathBuf>) -> Result<(), String> {
+fn demo_trainer(
+    steps: Option<u64>,
+    lr: Option<f64>,
+    output_dir: Option<PathBuf>,
+) -> Result<(), String> {
     let mut config = demo::trainer::TrainerConfig::from_env()?;
     if let Some(steps) = steps {
         config.steps = steps.max(1);

@@ -205,8 +205,16 @@ mod tests {
 
     #[test]
     fn tmp_names_are_in_progress() {
-        assert!(CheckpointName::parse("tmp-checkpoint-9").unwrap().is_in_progress());
-        assert!(!CheckpointName::parse("checkpoint-9").unwrap().is_in_progress());
+        assert!(
+            CheckpointName::parse("tmp-checkpoint-9")
+                .unwrap()
+                .is_in_progress()
+        );
+        assert!(
+            !CheckpointName::parse("checkpoint-9")
+                .unwrap()
+                .is_in_progress()
+        );
     }
 
     /// The invariant the fuzz targets also check: whatever parses is one

@@ -13,7 +13,7 @@ pub mod zipwriter;
 
 use std::io;
 
-use digest::{deflate_digest, DigestCache};
+use digest::{DigestCache, deflate_digest};
 use plan::{ArchivePlan, Fingerprint, MemberSpec, Method};
 use stream::MemberSource;
 
@@ -33,8 +33,8 @@ pub const AUTO_DEFLATE_MAX: u64 = 64 << 20;
 
 /// Extensions of text that compresses well: configs, tokenizers, logs.
 const TEXT_EXTENSIONS: &[&str] = &[
-    "json", "jsonl", "txt", "log", "md", "yaml", "yml", "csv", "tsv", "toml", "ini", "cfg",
-    "py", "xml", "html", "vocab", "merges",
+    "json", "jsonl", "txt", "log", "md", "yaml", "yml", "csv", "tsv", "toml", "ini", "cfg", "py",
+    "xml", "html", "vocab", "merges",
 ];
 
 /// True when `auto` mode deflates a file of this name and size: text by
@@ -46,9 +46,7 @@ pub fn auto_deflates(name: &str, size: u64) -> bool {
     }
     let file = name.rsplit('/').next().unwrap_or(name);
     match file.rsplit_once('.') {
-        Some((_, ext)) => TEXT_EXTENSIONS
-            .iter()
-            .any(|t| t.eq_ignore_ascii_case(ext)),
+        Some((_, ext)) => TEXT_EXTENSIONS.iter().any(|t| t.eq_ignore_ascii_case(ext)),
         None => matches!(file, "README" | "LICENSE" | "merges" | "vocab"),
     }
 }

@@ -201,13 +201,12 @@ impl ArchivePlan {
             || central_offset >= ZIP64_LIMIT
             || central_len >= ZIP64_LIMIT;
         let zip64_end_offset = needs_zip64_end.then_some(end);
-        let len = end
-            + if needs_zip64_end {
+        let len =
+            end + if needs_zip64_end {
                 ZIP64_EOCD_LEN + ZIP64_LOCATOR_LEN
             } else {
                 0
-            }
-            + EOCD_LEN;
+            } + EOCD_LEN;
         Ok(ArchivePlan {
             members,
             central_offset,
@@ -266,7 +265,14 @@ impl ArchivePlan {
         };
         let mut out = Vec::with_capacity(local_header_len(spec) as usize);
         put_u32(&mut out, LOCAL_HEADER_SIG);
-        put_u16(&mut out, if zip64 { VERSION_ZIP64 } else { VERSION_DEFAULT });
+        put_u16(
+            &mut out,
+            if zip64 {
+                VERSION_ZIP64
+            } else {
+                VERSION_DEFAULT
+            },
+        );
         put_u16(&mut out, spec.flags());
         put_u16(&mut out, spec.method_code());
         put_u16(&mut out, time);
@@ -407,7 +413,13 @@ fn write_central_header(out: &mut Vec<u8>, member: &PlannedMember, crc: u32) {
         VERSION_DEFAULT
     };
     let (time, date) = spec.dos_datetime();
-    let clamp = |value: u64, moved: bool| if moved { ZIP64_LIMIT as u32 } else { value as u32 };
+    let clamp = |value: u64, moved: bool| {
+        if moved {
+            ZIP64_LIMIT as u32
+        } else {
+            value as u32
+        }
+    };
     put_u32(out, CENTRAL_HEADER_SIG);
     put_u16(out, HOST_UNIX | version);
     put_u16(out, version);
@@ -450,8 +462,8 @@ pub fn dos_datetime(unix_secs: i64) -> (u16, u16) {
     let secs = unix_secs.clamp(MIN, MAX);
     let (year, month, day) = crate::timefmt::civil_from_days(secs.div_euclid(86_400));
     let tod = secs.rem_euclid(86_400);
-    let time = ((tod / 3600) << 11 | (tod % 3600 / 60) << 5 | (tod % 60) / 2) as u16;
-    let date = ((year - 1980) << 9 | i64::from(month) << 5 | i64::from(day)) as u16;
+    let time = (((tod / 3600) << 11) | ((tod % 3600 / 60) << 5) | ((tod % 60) / 2)) as u16;
+    let date = (((year - 1980) << 9) | (i64::from(month) << 5) | i64::from(day)) as u16;
     (time, date)
 }
 
@@ -524,10 +536,16 @@ mod tests {
         assert!(under.has_zip64_end());
         let huge = ArchivePlan::new(vec![stored("a", 5 << 30), stored("b", 1)]).unwrap();
         assert_eq!(huge.members()[0].data_offset, 31 + 20);
-        assert_eq!(huge.members()[0].end_offset - huge.members()[0].descriptor_offset, 24);
+        assert_eq!(
+            huge.members()[0].end_offset - huge.members()[0].descriptor_offset,
+            24
+        );
         // The second member is small but lies past 4 GiB: only its central
         // header needs a zip64 offset.
-        assert_eq!(huge.members()[1].data_offset - huge.members()[1].header_offset, 31);
+        assert_eq!(
+            huge.members()[1].data_offset - huge.members()[1].header_offset,
+            31
+        );
         assert!(huge.has_zip64_end());
         let tail = huge.tail(&[1, 2]);
         assert_eq!(tail.len() as u64, huge.len() - huge.central_offset());
@@ -537,7 +555,10 @@ mod tests {
     fn names_must_be_relative_and_unique() {
         for bad in ["", "/abs", "a//b", "../x", "a/./b", "a\\b", "a/"] {
             assert!(
-                matches!(ArchivePlan::new(vec![stored(bad, 1)]), Err(PlanError::BadName(_))),
+                matches!(
+                    ArchivePlan::new(vec![stored(bad, 1)]),
+                    Err(PlanError::BadName(_))
+                ),
                 "{bad:?}"
             );
         }

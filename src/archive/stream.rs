@@ -13,7 +13,7 @@
 use std::io::{self, Read, Seek, SeekFrom};
 use std::sync::Arc;
 
-use super::digest::{changed, crc_of, Deflater, DigestCache};
+use super::digest::{Deflater, DigestCache, changed, crc_of};
 use super::plan::{ArchivePlan, Fingerprint, Method};
 
 /// Where member data comes from: the store implements this over its cap-std
@@ -38,7 +38,7 @@ enum Open<F> {
     },
     Deflated {
         index: usize,
-        deflater: Deflater<F>,
+        deflater: Box<Deflater<F>>,
         at: u64,
     },
 }
@@ -64,7 +64,10 @@ impl<S: MemberSource> ArchiveReader<S> {
         start: u64,
         end: u64,
     ) -> ArchiveReader<S> {
-        assert!(start <= end && end <= plan.len(), "range within the archive");
+        assert!(
+            start <= end && end <= plan.len(),
+            "range within the archive"
+        );
         let crcs = plan
             .members()
             .iter()
@@ -95,7 +98,9 @@ impl<S: MemberSource> ArchiveReader<S> {
     /// bytes remain).
     fn read_some(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let plan = Arc::clone(&self.plan);
-        let limit = buf.len().min(usize::try_from(self.remaining()).unwrap_or(usize::MAX));
+        let limit = buf
+            .len()
+            .min(usize::try_from(self.remaining()).unwrap_or(usize::MAX));
         let buf = &mut buf[..limit];
         if self.pos >= plan.central_offset() {
             if self.tail.is_none() {
@@ -133,9 +138,14 @@ impl<S: MemberSource> ArchiveReader<S> {
     /// at or before the data's end).
     fn read_data(&mut self, index: usize, at: u64, buf: &mut [u8]) -> io::Result<usize> {
         let positioned = match &self.open {
-            Some(Open::Stored { index: i, at: a, .. } | Open::Deflated { index: i, at: a, .. }) => {
-                *i == index && *a == at
-            }
+            Some(
+                Open::Stored {
+                    index: i, at: a, ..
+                }
+                | Open::Deflated {
+                    index: i, at: a, ..
+                },
+            ) => *i == index && *a == at,
             None => false,
         };
         if !positioned {
@@ -197,7 +207,9 @@ impl<S: MemberSource> ArchiveReader<S> {
                     let mut left = at;
                     let scratch = scratch(&mut self.scratch);
                     while left > 0 {
-                        let want = scratch.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                        let want = scratch
+                            .len()
+                            .min(usize::try_from(left).unwrap_or(usize::MAX));
                         let n = file.read(&mut scratch[..want])?;
                         if n == 0 {
                             return Err(changed(&spec.name));
@@ -215,7 +227,7 @@ impl<S: MemberSource> ArchiveReader<S> {
                 })
             }
             Method::Deflated { .. } => {
-                let mut deflater = Deflater::new(file, spec.size());
+                let mut deflater = Box::new(Deflater::new(file, spec.size()));
                 deflater.skip(at)?;
                 Ok(Open::Deflated {
                     index,
@@ -252,7 +264,9 @@ impl<S: MemberSource> ArchiveReader<S> {
                 }
             }
             Open::Deflated {
-                index, mut deflater, ..
+                index,
+                mut deflater,
+                ..
             } => {
                 // The stream must end exactly where the plan said.
                 if deflater.read(&mut [0u8; 1])? != 0 || Some(deflater.crc32()) != self.crcs[index]

@@ -211,7 +211,14 @@ impl Seek for Seekable {
 }
 
 fn text(seed: u64, len: usize) -> Vec<u8> {
-    let words: [&[u8]; 6] = [b"{\"loss\": ", b"0.25", b", \"step\": ", b"12", b"}\n", b"token "];
+    let words: [&[u8]; 6] = [
+        b"{\"loss\": ",
+        b"0.25",
+        b", \"step\": ",
+        b"12",
+        b"}\n",
+        b"token ",
+    ];
     let mut out = Vec::with_capacity(len);
     let mut x = seed | 1;
     while out.len() < len {
@@ -242,7 +249,8 @@ fn check_with_zip_crate(archive: &[u8], expected: &[(String, Vec<u8>)]) {
     for (name, data) in expected {
         let mut file = zip.by_name(name).expect("member present");
         let mut got = Vec::new();
-        file.read_to_end(&mut got).expect("CRC and length check out");
+        file.read_to_end(&mut got)
+            .expect("CRC and length check out");
         assert_eq!(&got, data, "{name}");
     }
 }
@@ -318,12 +326,17 @@ fn auto_deflates_text_and_stores_tensors() {
     let fx = Fixture::new(
         vec![
             ("config.json", Content::Bytes(Arc::new(text(1, 50_000)))),
-            ("model.safetensors", Content::Bytes(Arc::new(noise(2, 50_000)))),
+            (
+                "model.safetensors",
+                Content::Bytes(Arc::new(noise(2, 50_000))),
+            ),
         ],
         Compression::Auto,
     );
     let m = fx.plan.members();
-    assert!(matches!(m[0].spec.method, plan::Method::Deflated { compressed_size, .. } if compressed_size < 20_000));
+    assert!(
+        matches!(m[0].spec.method, plan::Method::Deflated { compressed_size, .. } if compressed_size < 20_000)
+    );
     assert_eq!(m[1].spec.method, plan::Method::Stored);
 }
 
@@ -352,7 +365,10 @@ fn a_changed_file_aborts_the_stream() {
     reader.read_exact(&mut buf).unwrap();
     fx.source.touched.store(true, Ordering::SeqCst);
     let err = io::copy(&mut reader, &mut io::sink()).unwrap_err();
-    assert!(err.to_string().contains("changed while being read"), "{err}");
+    assert!(
+        err.to_string().contains("changed while being read"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -360,12 +376,21 @@ fn the_etag_follows_the_files() {
     let files = || vec![("a.bin", Content::Bytes(Arc::new(noise(1, 10))))];
     let a = Fixture::new(files(), Compression::Auto);
     let b = Fixture::new(files(), Compression::Auto);
-    assert_eq!(etag(&a.plan, Compression::Auto), etag(&b.plan, Compression::Auto));
-    assert_ne!(etag(&a.plan, Compression::Auto), etag(&a.plan, Compression::Stored));
+    assert_eq!(
+        etag(&a.plan, Compression::Auto),
+        etag(&b.plan, Compression::Auto)
+    );
+    assert_ne!(
+        etag(&a.plan, Compression::Auto),
+        etag(&a.plan, Compression::Stored)
+    );
     let mut changed = (*a.plan).clone().members().to_vec();
     changed[0].spec.fingerprint.mtime_ns += 1;
     let changed = ArchivePlan::new(changed.into_iter().map(|m| m.spec).collect()).unwrap();
-    assert_ne!(etag(&a.plan, Compression::Auto), etag(&changed, Compression::Auto));
+    assert_ne!(
+        etag(&a.plan, Compression::Auto),
+        etag(&changed, Compression::Auto)
+    );
 }
 
 /// CRC-32 of `len` zero bytes in O(log len), by combining halves.
@@ -405,7 +430,11 @@ fn crc_of_zeros(len: u64) -> u32 {
 #[test]
 fn crc_of_zeros_matches_hashing() {
     for len in [0u64, 1, (1 << 20) - 1, 1 << 20, (3 << 20) + 5] {
-        assert_eq!(crc_of_zeros(len), crc32fast::hash(&vec![0u8; len as usize]), "{len}");
+        assert_eq!(
+            crc_of_zeros(len),
+            crc32fast::hash(&vec![0u8; len as usize]),
+            "{len}"
+        );
     }
 }
 
@@ -448,7 +477,10 @@ fn zip64_boundaries_without_real_data() {
         .expect("zip crate opens the archive");
         assert_eq!(zip.by_name("big.bin").unwrap().size(), big);
         let mut got = Vec::new();
-        zip.by_name("small.json").unwrap().read_to_end(&mut got).unwrap();
+        zip.by_name("small.json")
+            .unwrap()
+            .read_to_end(&mut got)
+            .unwrap();
         assert_eq!(got, small);
         // Every byte, counted: the plan's length is what the reader produces.
         assert_eq!(fx.count(0, len), len);

@@ -69,7 +69,9 @@ pub fn prepare(steps: u64) -> io::Result<(PathBuf, String)> {
         .stderr(log)
         .status()?;
     if !status.success() {
-        return Err(io::Error::other(format!("the demo trainer failed: {status}")));
+        return Err(io::Error::other(format!(
+            "the demo trainer failed: {status}"
+        )));
     }
     Ok((root, job_id))
 }

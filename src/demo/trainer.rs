@@ -48,19 +48,23 @@ impl TrainerConfig {
         let job_dir = var("TRAINBOX_JOB_DIR").map_or_else(|| PathBuf::from("."), PathBuf::from);
         let parse = |name: &str, default: f64| -> Result<f64, String> {
             match var(name) {
-                Some(v) => v.parse().map_err(|_| format!("{name}={v:?} is not a number")),
+                Some(v) => v
+                    .parse()
+                    .map_err(|_| format!("{name}={v:?} is not a number")),
                 None => Ok(default),
             }
         };
         let steps = parse("TRAINBOX_PARAM_STEPS", 300.0)? as u64;
         Ok(TrainerConfig {
-            output_dir: var("TRAINBOX_OUTPUT_DIR").map_or_else(|| job_dir.join("model"), PathBuf::from),
+            output_dir: var("TRAINBOX_OUTPUT_DIR")
+                .map_or_else(|| job_dir.join("model"), PathBuf::from),
             progress_file: var("TRAINBOX_PROGRESS_FILE")
                 .map_or_else(|| job_dir.join("progress.json"), PathBuf::from),
             metrics_file: job_dir.join("metrics.jsonl"),
             steps: steps.max(1),
             learning_rate: parse("TRAINBOX_PARAM_LR", 0.05)?,
-            save_every: parse("TRAINBOX_PARAM_SAVE_EVERY", (steps / 3).max(1) as f64)?.max(1.0) as u64,
+            save_every: parse("TRAINBOX_PARAM_SAVE_EVERY", (steps / 3).max(1) as f64)?.max(1.0)
+                as u64,
             log_every: parse("TRAINBOX_PARAM_LOG_EVERY", 10.0)?.max(1.0) as u64,
             step_delay: Duration::from_millis(parse("TRAINBOX_PARAM_STEP_DELAY_MS", 10.0)? as u64),
             hidden: parse("TRAINBOX_PARAM_HIDDEN", 64.0)?.clamp(1.0, 4096.0) as usize,
@@ -108,7 +112,9 @@ impl Mlp {
         Mlp {
             w1: (0..hidden * INPUTS).map(|_| rng.normal() * scale).collect(),
             b1: vec![0.0; hidden],
-            w2: (0..hidden).map(|_| rng.normal() * (1.0 / hidden as f64).sqrt()).collect(),
+            w2: (0..hidden)
+                .map(|_| rng.normal() * (1.0 / hidden as f64).sqrt())
+                .collect(),
             b2: 0.0,
         }
     }
@@ -118,9 +124,11 @@ impl Mlp {
     }
 
     /// One SGD step on a batch; returns the batch's mean loss and accuracy.
+    #[allow(clippy::needless_range_loop)] // indices mirror the formulas
     fn step(&mut self, xs: &[[f64; INPUTS]], ys: &[f64], lr: f64) -> (f64, f64) {
         let h = self.hidden();
-        let (mut gw1, mut gb1, mut gw2, mut gb2) = (vec![0.0; h * INPUTS], vec![0.0; h], vec![0.0; h], 0.0);
+        let (mut gw1, mut gb1, mut gw2, mut gb2) =
+            (vec![0.0; h * INPUTS], vec![0.0; h], vec![0.0; h], 0.0);
         let (mut loss, mut correct) = (0.0, 0usize);
         let mut act = vec![0.0; h];
         for (x, &y) in xs.iter().zip(ys) {
@@ -167,11 +175,17 @@ impl Mlp {
             ("layer2.bias", vec![1], vec![self.b2]),
         ];
         let mut header = serde_json::Map::new();
-        header.insert("__metadata__".into(), json!({ "format": "pt", "producer": "trainbox demo-trainer" }));
+        header.insert(
+            "__metadata__".into(),
+            json!({ "format": "pt", "producer": "trainbox demo-trainer" }),
+        );
         let mut offset = 0usize;
         for (name, shape, values) in &tensors {
             let end = offset + values.len() * 4;
-            header.insert((*name).into(), json!({ "dtype": "F32", "shape": shape, "data_offsets": [offset, end] }));
+            header.insert(
+                (*name).into(),
+                json!({ "dtype": "F32", "shape": shape, "data_offsets": [offset, end] }),
+            );
             offset = end;
         }
         let mut header = Value::Object(header).to_string().into_bytes();
@@ -240,7 +254,10 @@ impl Run<'_> {
         fs::create_dir_all(&tmp)?;
         fs::write(tmp.join("model.safetensors"), model.safetensors())?;
         fs::write(tmp.join("config.json"), pretty(&self.model_config(model)))?;
-        fs::write(tmp.join("trainer_state.json"), pretty(&self.trainer_state(step)))?;
+        fs::write(
+            tmp.join("trainer_state.json"),
+            pretty(&self.trainer_state(step)),
+        )?;
         fs::rename(&tmp, &done)?;
         println!("saved checkpoint-{step}");
         Ok(())
@@ -250,7 +267,10 @@ impl Run<'_> {
         let out = &self.config.output_dir;
         write_atomic(&out.join("model.safetensors"), &model.safetensors())?;
         write_atomic(&out.join("config.json"), &pretty(&self.model_config(model)))?;
-        write_atomic(&out.join("trainer_state.json"), &pretty(&self.trainer_state(step)))
+        write_atomic(
+            &out.join("trainer_state.json"),
+            &pretty(&self.trainer_state(step)),
+        )
     }
 
     fn report(&self, step: u64, loss: f64, accuracy: f64, lr: f64) -> io::Result<()> {
@@ -296,7 +316,10 @@ pub fn train(config: &TrainerConfig) -> io::Result<u64> {
         })
         .collect();
     let mut model = Mlp::new(config.hidden, &mut rng);
-    let mut run = Run { config, history: Vec::new() };
+    let mut run = Run {
+        config,
+        history: Vec::new(),
+    };
     println!(
         "demo-trainer: {} steps, lr {}, hidden {}, output {}",
         config.steps,
@@ -315,13 +338,19 @@ pub fn train(config: &TrainerConfig) -> io::Result<u64> {
         let start = (step as usize * BATCH) % SAMPLES;
         let (xs, ys) = (&data[start..start + BATCH], &labels[start..start + BATCH]);
         // Cosine decay of the learning rate, as trainers commonly do.
-        let lr = config.learning_rate * 0.5 * (1.0 + (std::f64::consts::PI * step as f64 / config.steps as f64).cos());
+        let lr = config.learning_rate
+            * 0.5
+            * (1.0 + (std::f64::consts::PI * step as f64 / config.steps as f64).cos());
         let (loss, accuracy) = model.step(xs, ys, lr);
         step += 1;
         if step % config.log_every == 0 || step == config.steps {
-            run.history.push(json!({ "step": step, "loss": loss, "learning_rate": lr,
+            run.history
+                .push(json!({ "step": step, "loss": loss, "learning_rate": lr,
                                      "epoch": step as f64 * BATCH as f64 / SAMPLES as f64 }));
-            println!("step {step}/{} loss {loss:.4} accuracy {accuracy:.3} lr {lr:.5}", config.steps);
+            println!(
+                "step {step}/{} loss {loss:.4} accuracy {accuracy:.3} lr {lr:.5}",
+                config.steps
+            );
             io::stdout().flush()?;
         }
         run.report(step, loss, accuracy, lr)?;
@@ -343,10 +372,16 @@ mod tests {
     fn the_loss_falls() {
         let mut rng = Rng(7);
         let teacher: Vec<f64> = (0..INPUTS).map(|_| rng.normal()).collect();
-        let xs: Vec<[f64; INPUTS]> = (0..512).map(|_| std::array::from_fn(|_| rng.normal())).collect();
+        let xs: Vec<[f64; INPUTS]> = (0..512)
+            .map(|_| std::array::from_fn(|_| rng.normal()))
+            .collect();
         let ys: Vec<f64> = xs
             .iter()
-            .map(|x| f64::from(u8::from(x.iter().zip(&teacher).map(|(a, b)| a * b).sum::<f64>() > 0.0)))
+            .map(|x| {
+                f64::from(u8::from(
+                    x.iter().zip(&teacher).map(|(a, b)| a * b).sum::<f64>() > 0.0,
+                ))
+            })
             .collect();
         let mut model = Mlp::new(16, &mut rng);
         let (first, _) = model.step(&xs, &ys, 0.5);
@@ -366,6 +401,9 @@ mod tests {
         let header: Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
         let params = 4 * INPUTS + 4 + 4 + 1;
         assert_eq!(bytes.len(), 8 + header_len + params * 4);
-        assert_eq!(header["layer2.bias"]["data_offsets"], json!([ (params - 1) * 4, params * 4 ]));
+        assert_eq!(
+            header["layer2.bias"]["data_offsets"],
+            json!([(params - 1) * 4, params * 4])
+        );
     }
 }

@@ -175,8 +175,13 @@ fn planned_model(
     };
     let peer = request.remote_addr().copied();
     let mut writer = request.into_writer();
-    let mut sent = match write_head(&mut writer, status, &headers, Some(Framing::Length(end - start)))
-        .and_then(|n| writer.flush().map(|_| n))
+    let mut sent = match write_head(
+        &mut writer,
+        status,
+        &headers,
+        Some(Framing::Length(end - start)),
+    )
+    .and_then(|n| writer.flush().map(|_| n))
     {
         Ok(n) => n,
         Err(_) => {
@@ -259,7 +264,9 @@ impl<F: Read> Read for Verified<F> {
         if self.left == 0 {
             return Ok(0);
         }
-        let want = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
         let n = self.file.read(&mut buf[..want])?;
         if n == 0 {
             return Err(changed("a member"));
@@ -290,7 +297,9 @@ fn stream_chunked(
     ];
     let framing = (!http10).then_some(Framing::Chunked);
     let mut writer = request.into_writer();
-    let head_len = match write_head(&mut writer, 200, &headers, framing).and_then(|n| writer.flush().map(|_| n)) {
+    let head_len = match write_head(&mut writer, 200, &headers, framing)
+        .and_then(|n| writer.flush().map(|_| n))
+    {
         Ok(n) => n,
         Err(_) => {
             return Sent {
@@ -307,7 +316,10 @@ fn stream_chunked(
             outcome: Outcome::Completed,
         };
     }
-    let mut counter = Counting { inner: &mut writer, count: 0 };
+    let mut counter = Counting {
+        inner: &mut writer,
+        count: 0,
+    };
     let result = if http10 {
         let mut out = BufWriter::with_capacity(CHUNK, &mut counter);
         write_zip(&mut out).and_then(|_| out.flush())

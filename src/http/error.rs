@@ -137,7 +137,11 @@ mod tests {
                 404,
                 "Model directory not found for job abc",
             ),
-            (ApiError::InvalidCheckpointName, 400, "Invalid checkpoint name"),
+            (
+                ApiError::InvalidCheckpointName,
+                400,
+                "Invalid checkpoint name",
+            ),
             (
                 ApiError::CheckpointNotFound(CheckpointName::parse("checkpoint-9").unwrap()),
                 404,

@@ -104,7 +104,12 @@ fn list_jobs(app: &App) -> Result<Reply, ApiError> {
     }
     // Newest first; ties by id so the order is stable.
     jobs.sort_by(|a, b| {
-        let key = |v: &Value| (v["created_at"].as_str().unwrap_or("").to_owned(), v["id"].as_str().unwrap_or("").to_owned());
+        let key = |v: &Value| {
+            (
+                v["created_at"].as_str().unwrap_or("").to_owned(),
+                v["id"].as_str().unwrap_or("").to_owned(),
+            )
+        };
         key(b).cmp(&key(a))
     });
     Ok(Reply::Json(200, json!({ "jobs": jobs })))
@@ -116,7 +121,12 @@ fn job(app: &App, id: &JobId) -> Result<Reply, ApiError> {
 }
 
 /// The status of a job: its record's, or derived from its files.
-fn status_of(dir: &JobDir, record_status: Option<JobStatus>, step: Option<u64>, total: Option<u64>) -> JobStatus {
+fn status_of(
+    dir: &JobDir,
+    record_status: Option<JobStatus>,
+    step: Option<u64>,
+    total: Option<u64>,
+) -> JobStatus {
     record_status.unwrap_or_else(|| {
         let idle = dir.last_write().and_then(|t| {
             SystemTime::now()
@@ -212,7 +222,9 @@ fn history(app: &App, id: &JobId) -> Result<Reply, ApiError> {
 fn download_slot(app: &App) -> Result<Slot, ApiError> {
     app.downloads
         .try_acquire(app.limits.max_downloads)
-        .ok_or(ApiError::Unavailable("Too many downloads in progress; try again shortly"))
+        .ok_or(ApiError::Unavailable(
+            "Too many downloads in progress; try again shortly",
+        ))
 }
 
 fn download_model(

@@ -72,17 +72,41 @@ fn parse_u64(s: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
     use RangeRequest::*;
+    use proptest::prelude::*;
 
     #[test]
     fn the_three_forms() {
         assert_eq!(parse_range("bytes=0-9", 100), Partial { start: 0, end: 10 });
-        assert_eq!(parse_range("bytes=90-", 100), Partial { start: 90, end: 100 });
-        assert_eq!(parse_range("bytes=-1", 100), Partial { start: 99, end: 100 });
-        assert_eq!(parse_range("bytes=-500", 100), Partial { start: 0, end: 100 });
-        assert_eq!(parse_range("bytes=50-5000", 100), Partial { start: 50, end: 100 });
-        assert_eq!(parse_range(" Bytes = 5 - 6 ", 100), Partial { start: 5, end: 7 });
+        assert_eq!(
+            parse_range("bytes=90-", 100),
+            Partial {
+                start: 90,
+                end: 100
+            }
+        );
+        assert_eq!(
+            parse_range("bytes=-1", 100),
+            Partial {
+                start: 99,
+                end: 100
+            }
+        );
+        assert_eq!(
+            parse_range("bytes=-500", 100),
+            Partial { start: 0, end: 100 }
+        );
+        assert_eq!(
+            parse_range("bytes=50-5000", 100),
+            Partial {
+                start: 50,
+                end: 100
+            }
+        );
+        assert_eq!(
+            parse_range(" Bytes = 5 - 6 ", 100),
+            Partial { start: 5, end: 7 }
+        );
     }
 
     #[test]

@@ -70,7 +70,8 @@ pub fn write_head(
 }
 
 fn header(name: &str, value: &str) -> Header {
-    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("static header names and ASCII values")
+    Header::from_bytes(name.as_bytes(), value.as_bytes())
+        .expect("static header names and ASCII values")
 }
 
 /// Sends a small body with tiny_http; returns the body length for the log.
@@ -95,7 +96,13 @@ pub fn send(
 }
 
 pub fn send_json(request: Request, status: u16, body: &serde_json::Value) -> u64 {
-    send(request, status, "application/json", &[], body.to_string().into_bytes())
+    send(
+        request,
+        status,
+        "application/json",
+        &[],
+        body.to_string().into_bytes(),
+    )
 }
 
 pub fn send_error(request: Request, error: &ApiError) -> u64 {
@@ -159,8 +166,13 @@ mod tests {
     #[test]
     fn heads_carry_the_framing() {
         let mut out = Vec::new();
-        let n = write_head(&mut out, 206, &[("ETag", "\"x\"".into())], Some(Framing::Length(5)))
-            .unwrap();
+        let n = write_head(
+            &mut out,
+            206,
+            &[("ETag", "\"x\"".into())],
+            Some(Framing::Length(5)),
+        )
+        .unwrap();
         let text = String::from_utf8(out).unwrap();
         assert_eq!(n as usize, text.len());
         assert!(text.starts_with("HTTP/1.1 206 Partial Content\r\n"));

@@ -163,12 +163,20 @@ pub fn route(method: &str, target: &str) -> Result<Matched, RouteError> {
             "cancel" => (POST, Shape::Control(Action::Cancel, *id)),
             _ => return Err(RouteError::NotFound),
         },
-        [Some("api"), Some("training"), id, Some("download"), Some("model")] => {
-            (GET, Shape::DownloadModel(*id))
-        }
-        [Some("api"), Some("training"), id, Some("download"), Some("logs")] => {
-            (GET, Shape::Job(Route::DownloadLogs, *id))
-        }
+        [
+            Some("api"),
+            Some("training"),
+            id,
+            Some("download"),
+            Some("model"),
+        ] => (GET, Shape::DownloadModel(*id)),
+        [
+            Some("api"),
+            Some("training"),
+            id,
+            Some("download"),
+            Some("logs"),
+        ] => (GET, Shape::Job(Route::DownloadLogs, *id)),
         [Some("ws"), Some("training"), id] => (GET, Shape::Job(Route::WebSocket, *id)),
         _ => return Err(RouteError::NotFound),
     };
@@ -358,9 +366,18 @@ mod tests {
             ok("GET", "/api/training/a1/checkpoints"),
             Route::Checkpoints(id("a1"))
         );
-        assert_eq!(ok("GET", "/api/training/a1/progress"), Route::Progress(id("a1")));
-        assert_eq!(ok("GET", "/api/training/a1/metrics"), Route::History(id("a1")));
-        assert_eq!(ok("GET", "/api/training/a1/events"), Route::Events(id("a1")));
+        assert_eq!(
+            ok("GET", "/api/training/a1/progress"),
+            Route::Progress(id("a1"))
+        );
+        assert_eq!(
+            ok("GET", "/api/training/a1/metrics"),
+            Route::History(id("a1"))
+        );
+        assert_eq!(
+            ok("GET", "/api/training/a1/events"),
+            Route::Events(id("a1"))
+        );
         assert_eq!(ok("GET", "/ws/training/a1"), Route::WebSocket(id("a1")));
         for (verb, action) in [
             ("pause", Action::Pause),
@@ -393,7 +410,13 @@ mod tests {
     fn head_is_get_without_a_body() {
         let m = route("HEAD", "/api/training/a1/download/model").unwrap();
         assert!(m.head);
-        assert!(matches!(m.route, Route::DownloadModel { compression: Compression::Auto, .. }));
+        assert!(matches!(
+            m.route,
+            Route::DownloadModel {
+                compression: Compression::Auto,
+                ..
+            }
+        ));
         assert!(!route("GET", "/healthz").unwrap().head);
     }
 
@@ -429,7 +452,11 @@ mod tests {
             "//healthz",
             "/api/%74raining/jobs/x/y",
         ] {
-            assert_eq!(route("GET", target), Err(RouteError::NotFound), "{target:?}");
+            assert_eq!(
+                route("GET", target),
+                Err(RouteError::NotFound),
+                "{target:?}"
+            );
         }
     }
 
@@ -445,14 +472,17 @@ mod tests {
             ok("GET", "/api/training/jobs/checkpoints"),
             Route::Job(id("checkpoints"))
         );
-        assert_eq!(route("GET", "/api/training/jobs/jobs"), Err(RouteError::InvalidJobId));
+        assert_eq!(
+            route("GET", "/api/training/jobs/jobs"),
+            Err(RouteError::InvalidJobId)
+        );
     }
 
     #[test]
     fn hostile_job_ids_are_invalid() {
         for raw in [
-            "..", ".", "%2e%2e", ".env", "a%2Fb", "a%5Cb", "a%00b", "%ff", "%C3%A9", "a%2",
-            "%zz", "a%20b", "-x",
+            "..", ".", "%2e%2e", ".env", "a%2Fb", "a%5Cb", "a%00b", "%ff", "%C3%A9", "a%2", "%zz",
+            "a%20b", "-x",
         ] {
             assert_eq!(
                 route("GET", &format!("/api/training/{raw}/progress")),
@@ -483,7 +513,10 @@ mod tests {
             "%C3%A9",
         ] {
             assert_eq!(
-                route("GET", &format!("/api/training/a1/download/model?checkpoint={raw}")),
+                route(
+                    "GET",
+                    &format!("/api/training/a1/download/model?checkpoint={raw}")
+                ),
                 Err(RouteError::InvalidCheckpointName),
                 "{raw}"
             );
@@ -568,7 +601,9 @@ mod tests {
             | Route::WebSocket(j)
             | Route::DownloadLogs(j)
             | Route::Control(j, _) => Some(j),
-            Route::DownloadModel { job, checkpoint, .. } => {
+            Route::DownloadModel {
+                job, checkpoint, ..
+            } => {
                 if let Some(c) = checkpoint {
                     assert_eq!(CheckpointName::parse(c.as_str()).as_ref(), Ok(c));
                 }

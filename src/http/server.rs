@@ -127,9 +127,10 @@ pub fn handle(app: &Arc<App>, mut request: Request) {
         .and_then(|matched| handlers::dispatch(app, matched, &mut request));
     let (status, bytes) = match result {
         Ok(Reply::Json(status, body)) => (status, respond::send_json(request, status, &body)),
-        Ok(Reply::Static { content_type, body }) => {
-            (200, respond::send(request, 200, content_type, &[], body.to_vec()))
-        }
+        Ok(Reply::Static { content_type, body }) => (
+            200,
+            respond::send(request, 200, content_type, &[], body.to_vec()),
+        ),
         Ok(Reply::Download(download)) => {
             let app = Arc::clone(app);
             let spawned = thread::Builder::new()
@@ -179,7 +180,13 @@ fn redact_token(target: &str) -> std::borrow::Cow<'_, str> {
     }
     let query: Vec<&str> = query
         .split('&')
-        .map(|p| if p.starts_with("token=") { "token=REDACTED" } else { p })
+        .map(|p| {
+            if p.starts_with("token=") {
+                "token=REDACTED"
+            } else {
+                p
+            }
+        })
         .collect();
     format!("{path}?{}", query.join("&")).into()
 }
@@ -190,7 +197,10 @@ mod tests {
 
     #[test]
     fn tokens_never_reach_the_log() {
-        assert_eq!(redact_token("/a?token=read:s3cret&x=1"), "/a?token=REDACTED&x=1");
+        assert_eq!(
+            redact_token("/a?token=read:s3cret&x=1"),
+            "/a?token=REDACTED&x=1"
+        );
         assert_eq!(redact_token("/a?x=1"), "/a?x=1");
         assert_eq!(redact_token("/a"), "/a");
     }

@@ -67,7 +67,11 @@ impl Store {
         let mut ids = Vec::new();
         for entry in entries {
             let entry = entry?;
-            if let Some(id) = entry.file_name().to_str().and_then(|n| JobId::parse(n).ok()) {
+            if let Some(id) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| JobId::parse(n).ok())
+            {
                 ids.push(id);
             }
         }
@@ -82,6 +86,11 @@ impl Store {
                 dir,
             })),
             Err(e) if is_missing(&e) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                // Also what cap-std says of a symlink leading out of the root.
+                log::warn!("job {id}: its directory cannot be opened: {e}");
+                Ok(None)
+            }
             Err(e) => Err(e),
         }
     }
@@ -153,9 +162,13 @@ impl JobDir {
             Err(e) => return Err(e),
         };
         let mut bytes = Vec::new();
-        (&mut file).take(SMALL_FILE_MAX + 1).read_to_end(&mut bytes)?;
+        (&mut file)
+            .take(SMALL_FILE_MAX + 1)
+            .read_to_end(&mut bytes)?;
         if bytes.len() as u64 > SMALL_FILE_MAX {
-            return Err(io::Error::other(format!("{path} is larger than {SMALL_FILE_MAX} bytes")));
+            return Err(io::Error::other(format!(
+                "{path} is larger than {SMALL_FILE_MAX} bytes"
+            )));
         }
         Ok(Some(bytes))
     }
@@ -180,10 +193,16 @@ impl JobDir {
     }
 
     /// Metadata of a path in the job, following symlinks inside it.
+    /// `None` also for a symlink that leads out of the job (cap-std refuses
+    /// it as PermissionDenied): to a client it does not exist.
     pub fn metadata(&self, path: &str) -> io::Result<Option<Metadata>> {
         match self.dir.metadata(path) {
             Ok(meta) => Ok(Some(meta)),
             Err(e) if is_missing(&e) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                log::warn!("job {}: {path} is out of reach: {e}", self.id);
+                Ok(None)
+            }
             Err(e) => Err(e),
         }
     }
@@ -201,13 +220,17 @@ impl JobDir {
                 None => ProgressRead::Unreadable,
             };
         }
-        if let Ok(Some(last)) = self.history_tail().map(|h| h.and_then(|h| h.into_iter().last())) {
+        if let Ok(Some(last)) = self
+            .history_tail()
+            .map(|h| h.and_then(|h| h.into_iter().last()))
+        {
             return ProgressRead::Found(last, HISTORY_FILE);
         }
-        let newest_hf = self
-            .checkpoints()
-            .ok()
-            .and_then(|cps| cps.into_iter().filter(|c| c.kind == "hf").max_by_key(|c| c.step));
+        let newest_hf = self.checkpoints().ok().and_then(|cps| {
+            cps.into_iter()
+                .filter(|c| c.kind == "hf")
+                .max_by_key(|c| c.step)
+        });
         if let Some(checkpoint) = newest_hf {
             let path = format!("{MODEL_DIR}/{}/{TRAINER_STATE_FILE}", checkpoint.name);
             if let Ok(Some(bytes)) = self.read_small(&path) {

@@ -169,8 +169,19 @@ mod tests {
 
     #[test]
     fn half_written_files_are_none() {
-        for bad in [&b""[..], b"{\"step\": 5", b"[1,2]", b"null", b"{\"loss\": NaN}"] {
-            assert_eq!(Progress::from_json(bad), None, "{}", String::from_utf8_lossy(bad));
+        for bad in [
+            &b""[..],
+            b"{\"step\": 5",
+            b"[1,2]",
+            b"null",
+            b"{\"loss\": NaN}",
+        ] {
+            assert_eq!(
+                Progress::from_json(bad),
+                None,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 

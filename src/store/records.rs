@@ -48,7 +48,10 @@ impl JobStatus {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled | JobStatus::Interrupted
+            JobStatus::Completed
+                | JobStatus::Failed
+                | JobStatus::Cancelled
+                | JobStatus::Interrupted
         )
     }
 }
@@ -115,10 +118,19 @@ mod tests {
 
     #[test]
     fn external_status() {
-        assert_eq!(derive_status(Some(10), Some(10), Some(9999)), JobStatus::Completed);
-        assert_eq!(derive_status(Some(5), Some(10), Some(3)), JobStatus::Running);
+        assert_eq!(
+            derive_status(Some(10), Some(10), Some(9999)),
+            JobStatus::Completed
+        );
+        assert_eq!(
+            derive_status(Some(5), Some(10), Some(3)),
+            JobStatus::Running
+        );
         assert_eq!(derive_status(None, None, Some(3)), JobStatus::Running);
-        assert_eq!(derive_status(Some(5), Some(10), Some(9999)), JobStatus::Interrupted);
+        assert_eq!(
+            derive_status(Some(5), Some(10), Some(9999)),
+            JobStatus::Interrupted
+        );
         assert_eq!(derive_status(None, None, None), JobStatus::Interrupted);
     }
 

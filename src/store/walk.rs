@@ -54,7 +54,11 @@ pub fn walk(job: &Dir, base: &str) -> io::Result<Vec<WalkedFile>> {
     }
     let mut files = Vec::new();
     // (path in job, archive prefix, (dev, ino) of the directories above).
-    let mut stack = vec![(base.to_owned(), String::new(), vec![(meta.dev(), meta.ino())])];
+    let mut stack = vec![(
+        base.to_owned(),
+        String::new(),
+        vec![(meta.dev(), meta.ino())],
+    )];
     while let Some((dir_path, prefix, ancestors)) = stack.pop() {
         for entry in job.read_dir(&dir_path)? {
             let entry = entry?;

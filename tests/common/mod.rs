@@ -1,0 +1,470 @@
+//! Shared test harness: a real `trainbox` process on an ephemeral loopback
+//! port, job trees on disk, an HTTP client, and independent ZIP readers.
+#![allow(dead_code, clippy::disallowed_methods)] // fixtures live on the ambient filesystem
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_trainbox");
+
+/// A fresh directory under the target dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!(
+            "trainbox-test-{tag}-{}-{n}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Writes `contents` at `root/rel`, creating parents.
+pub fn write(root: &Path, rel: &str, contents: impl AsRef<[u8]>) {
+    let path = root.join(rel);
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, contents).unwrap();
+}
+
+/// Deterministic bytes that look like float32 tensors.
+pub fn floats(len: usize, seed: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 4);
+    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        let v = (x as f32 / u32::MAX as f32 - 0.5) * 0.2;
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// A job with a model directory in the layout of DESIGN §5.
+pub fn make_job(root: &Path, id: &str) -> PathBuf {
+    let job = root.join("jobs").join(id);
+    write(
+        &job,
+        "training.log",
+        "step 1 loss 0.9\nstep 2 loss 0.8\n".repeat(200),
+    );
+    write(
+        &job,
+        "progress.json",
+        r#"{"step": 200, "total_steps": 400, "loss": 0.41, "epoch": 1.0, "learning_rate": 0.01}"#,
+    );
+    write(
+        &job,
+        "metrics.jsonl",
+        "{\"step\": 100, \"loss\": 0.6}\n{\"step\": 200, \"loss\": 0.41}\n",
+    );
+    write(
+        &job,
+        "model/config.json",
+        r#"{"model_type": "test", "hidden_size": 64}"#,
+    );
+    write(&job, "model/model.safetensors", floats(300_000, 1));
+    write(
+        &job,
+        "model/tokenizer.json",
+        "{\"vocab\": {\"a\": 1}}".repeat(2000),
+    );
+    write(
+        &job,
+        "model/checkpoint-100/model.safetensors",
+        floats(100_000, 2),
+    );
+    write(
+        &job,
+        "model/checkpoint-100/trainer_state.json",
+        r#"{"global_step": 100, "max_steps": 400, "log_history": [{"loss": 0.6, "step": 100}]}"#,
+    );
+    write(
+        &job,
+        "model/checkpoint-200/model.safetensors",
+        floats(100_000, 3),
+    );
+    write(
+        &job,
+        "model/checkpoint-200/trainer_state.json",
+        r#"{"global_step": 200, "max_steps": 400, "log_history": [{"loss": 0.41, "step": 200}]}"#,
+    );
+    write(&job, "model/epoch=1-step=150.ckpt", floats(50_000, 4));
+    write(
+        &job,
+        "model/tmp-checkpoint-300/model.safetensors",
+        floats(10, 5),
+    );
+    job
+}
+
+/// A running server; killed on drop. Its stderr is collected in `log`.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Starts `trainbox serve --root root` on an ephemeral port plus `args`.
+    pub fn start(root: &Path, args: &[&str]) -> Server {
+        Server::start_with(root, args, &[])
+    }
+
+    pub fn start_with(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
+            .arg("--root")
+            .arg(root)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start trainbox");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line.split("on http://").nth(1) {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(addr.trim().to_owned());
+                    }
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("server did not start: {}", log.lock().unwrap()));
+        Server {
+            child,
+            addr: addr.parse().unwrap(),
+            log,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP client that returns every status as a response.
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(120)))
+        .build()
+        .into()
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: BTreeMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn detail(&self) -> String {
+        self.json()["detail"]
+            .as_str()
+            .expect("a detail string")
+            .to_owned()
+    }
+}
+
+fn collect(mut response: ureq::http::Response<ureq::Body>) -> Reply {
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_ascii_lowercase(),
+                v.to_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(u64::MAX)
+        .read_to_vec()
+        .unwrap_or_default();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+pub fn get(url: &str) -> Reply {
+    get_with(url, &[])
+}
+
+pub fn get_with(url: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut request = agent().get(url);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    collect(request.call().expect("request completes"))
+}
+
+pub fn head(url: &str) -> Reply {
+    collect(agent().head(url).call().expect("request completes"))
+}
+
+pub fn post(url: &str, body: &str) -> Reply {
+    post_with(url, body, &[])
+}
+
+pub fn post_with(url: &str, body: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut request = agent().post(url).header("Content-Type", "application/json");
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    collect(request.send(body).expect("request completes"))
+}
+
+/// Sends bytes exactly as given (for targets no URL type would accept)
+/// and reads one response, closing the connection.
+pub fn raw(addr: SocketAddr, request_head: &str) -> Reply {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream.write_all(request_head.as_bytes()).unwrap();
+    let mut bytes = Vec::new();
+    let _ = stream.read_to_end(&mut bytes);
+    parse_response(&bytes)
+}
+
+pub fn raw_get(addr: SocketAddr, target: &str) -> Reply {
+    raw(
+        addr,
+        &format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+pub fn parse_response(bytes: &[u8]) -> Reply {
+    let end = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no response head in {:?}", String::from_utf8_lossy(bytes)));
+    let head = String::from_utf8_lossy(&bytes[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: BTreeMap<String, String> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = bytes[end + 4..].to_vec();
+    if headers
+        .get("transfer-encoding")
+        .is_some_and(|v| v == "chunked")
+    {
+        body = dechunk(&body);
+    }
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = bytes.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&bytes[..line_end]).unwrap(), 16).unwrap();
+        bytes = &bytes[line_end + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&bytes[..size]);
+        bytes = &bytes[size + 2..];
+    }
+}
+
+pub fn sha256(bytes: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(bytes))
+}
+
+/// Every regular file under `dir` (following symlinks that stay inside),
+/// by path relative to `dir`, as sha256 — what an archive of `dir` must hold.
+pub fn tree_hashes(dir: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if path.is_dir() {
+                if !name.starts_with("tmp-") {
+                    stack.push(path);
+                }
+            } else if path.is_file() {
+                let rel = path
+                    .strip_prefix(dir)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                out.insert(rel, sha256(&fs::read(&path).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+/// The members of a ZIP as read by the zip crate, by name, as sha256.
+pub fn zip_hashes(archive: &[u8]) -> BTreeMap<String, String> {
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(archive)).expect("zip crate opens it");
+    let mut out = BTreeMap::new();
+    for i in 0..zip.len() {
+        let mut file = zip.by_index(i).unwrap();
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .expect("zip crate: CRC and length check out");
+        out.insert(
+            file.name().expect("UTF-8 name").into_owned(),
+            sha256(&bytes),
+        );
+    }
+    out
+}
+
+/// `unzip -t` on the archive: true when it reports no errors.
+pub fn unzip_test(path: &Path) -> bool {
+    let out = Command::new("unzip")
+        .arg("-tqq")
+        .arg(path)
+        .output()
+        .expect("unzip installed");
+    if !out.status.success() {
+        eprintln!(
+            "unzip -t: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out.status.success()
+}
+
+/// Python's zipfile: members by name as sha256, after `testzip()` passed.
+pub fn python_hashes(path: &Path) -> BTreeMap<String, String> {
+    let script = r#"
+import hashlib, json, sys, zipfile
+z = zipfile.ZipFile(sys.argv[1])
+bad = z.testzip()
+assert bad is None, f"bad member {bad}"
+out = {}
+for info in z.infolist():
+    h = hashlib.sha256()
+    with z.open(info) as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    out[info.filename] = h.hexdigest()
+print(json.dumps(out))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(path)
+        .output()
+        .expect("python3 installed");
+    assert!(
+        out.status.success(),
+        "python zipfile: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Reads an archive with all three readers and checks each against `expected`.
+pub fn assert_archive_matches(archive: &[u8], expected: &BTreeMap<String, String>, scratch: &Path) {
+    assert_eq!(&zip_hashes(archive), expected, "zip crate");
+    let path = scratch.join(format!("check-{}.zip", sha256(archive)));
+    fs::write(&path, archive).unwrap();
+    assert!(unzip_test(&path), "unzip -t");
+    assert_eq!(&python_hashes(&path), expected, "python zipfile");
+    let _ = fs::remove_file(path);
+}
+
+/// Polls `check` until it is true or `within` passes.
+pub fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    check()
+}
