@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::archive::digest::DigestCache;
+use crate::archive::cache::Caches;
 use crate::names::JobId;
 use crate::store::progress::Progress;
 use crate::store::{JobDir, ProgressRead, Store};
@@ -16,6 +16,8 @@ pub struct Limits {
     pub workers: usize,
     /// Downloads streaming at once; more get 503.
     pub max_downloads: usize,
+    /// Send stored file data with sendfile(2) rather than read and write.
+    pub sendfile: bool,
 }
 
 impl Default for Limits {
@@ -23,6 +25,7 @@ impl Default for Limits {
         Limits {
             workers: 8,
             max_downloads: 16,
+            sendfile: true,
         }
     }
 }
@@ -30,9 +33,9 @@ impl Default for Limits {
 pub struct App {
     pub store: Store,
     pub limits: Limits,
-    /// CRCs and deflated sizes of files already read, for exact lengths and
-    /// cheap resumes.
-    pub digests: Arc<DigestCache>,
+    /// CRCs, deflated sizes and deflated bytes of files already read, for
+    /// exact lengths, cheap resumes and no repeated deflating.
+    pub caches: Arc<Caches>,
     pub downloads: Counter,
     /// The last good progress of each job, for when its file is half-written.
     last_progress: Mutex<HashMap<JobId, (Progress, &'static str)>>,
@@ -45,7 +48,7 @@ impl App {
         App {
             store,
             limits,
-            digests: Arc::new(DigestCache::default()),
+            caches: Arc::new(Caches::default()),
             downloads: Counter::default(),
             last_progress: Mutex::new(HashMap::new()),
             local_port,

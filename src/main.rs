@@ -66,6 +66,10 @@ struct ServerArgs {
     /// Downloads streaming at once; more are answered 503 with Retry-After.
     #[arg(long, default_value_t = 16)]
     max_downloads: usize,
+    /// Copy file data through the server instead of sendfile(2) (for
+    /// filesystems where sendfile misbehaves, and for benchmarks).
+    #[arg(long)]
+    no_sendfile: bool,
 }
 
 fn main() -> ExitCode {
@@ -104,6 +108,7 @@ fn serve(root: &Path, args: &ServerArgs, demo_job: Option<String>) -> Result<(),
     let limits = Limits {
         workers: args.workers.max(1),
         max_downloads: args.max_downloads.max(1),
+        sendfile: !args.no_sendfile,
     };
     let app = Arc::new(App::new(store, limits, local.port()));
     log::info!("serving {} on http://{local}", root.display());

@@ -1,11 +1,13 @@
 //! ZIP archives of job files: the plan, its streaming reader, and the
 //! per-file compression policy.
 //!
-//! `plan` and `policy` are pure; `stream` reads files through a
-//! [`stream::MemberSource`] and so never names a path itself; `zipwriter`
-//! wraps the zip crate for the archives that are streamed without a plan
-//! (the logs, and `compression=deflate`).
+//! `plan` and the policy below are pure; `stream` reads files through a
+//! [`stream::MemberSource`] and so never names a path itself; `cache` keeps
+//! what reading taught (CRCs, deflated sizes and bytes); `zipwriter` wraps the
+//! zip crate for the archives that are streamed without a plan (the logs,
+//! and `compression=deflate`).
 
+pub mod cache;
 pub mod digest;
 pub mod plan;
 pub mod stream;
@@ -13,7 +15,10 @@ pub mod zipwriter;
 
 use std::io;
 
-use digest::{DigestCache, deflate_digest};
+use std::sync::Arc;
+
+use cache::{Caches, DEFLATED_MEMBER_MAX};
+use digest::deflate_digest;
 use plan::{ArchivePlan, Fingerprint, MemberSpec, Method};
 use stream::MemberSource;
 
@@ -53,27 +58,35 @@ pub fn auto_deflates(name: &str, size: u64) -> bool {
 
 /// Plans an archive of `entries` for `compression` (`Auto` or `Stored`).
 /// In `Auto`, each text member's deflated size comes from the cache or from
-/// a sizing pass over the file, before the first byte is sent.
+/// a sizing pass over the file, before the first byte is sent; the sizing
+/// pass's output is kept in the cache when small, so it is not made twice.
 pub fn plan_archive<S: MemberSource>(
     entries: &[FileEntry],
     compression: Compression,
     source: &S,
-    cache: &DigestCache,
+    caches: &Caches,
 ) -> io::Result<ArchivePlan> {
     let mut specs = Vec::with_capacity(entries.len());
     for (index, entry) in entries.iter().enumerate() {
         let method = if compression == Compression::Auto
             && auto_deflates(&entry.name, entry.fingerprint.size)
         {
-            let digest = match cache.get(&entry.fingerprint) {
+            let digest = match caches.digest(&entry.fingerprint) {
                 Some(d) if d.deflated_size.is_some() => d,
                 _ => {
                     let mut file = source.open(index)?;
                     if source.fingerprint(&file)? != entry.fingerprint {
                         return Err(digest::changed(&entry.name));
                     }
-                    let d = deflate_digest(&mut file, entry.fingerprint.size)?;
-                    cache.put(entry.fingerprint, d);
+                    let (d, bytes) =
+                        deflate_digest(&mut file, entry.fingerprint.size, DEFLATED_MEMBER_MAX)?;
+                    if source.fingerprint(&file)? != entry.fingerprint {
+                        return Err(digest::changed(&entry.name));
+                    }
+                    caches.digests.put(entry.fingerprint, d);
+                    if let Some(bytes) = bytes {
+                        caches.deflated.put(entry.fingerprint, Arc::from(bytes));
+                    }
                     d
                 }
             };

@@ -1,19 +1,24 @@
-//! `ArchiveReader`: a `Read` that produces any byte range of a planned archive.
+//! `ArchiveReader`: produces any byte range of a planned archive, as a
+//! `Read` or pushed into a [`Sink`] that can send file ranges without
+//! copying them (sendfile).
 //!
-//! It walks the plan from the range's start: headers are generated, stored
-//! data is read straight into the caller's buffer (one copy) while its CRC is
-//! computed, deflated data is re-made by the deterministic `Deflater`. Nothing
+//! It walks the plan from the range's start: headers are generated; stored
+//! data is read (or, when its CRC is already known, handed to the sink as a
+//! file range) while its CRC is computed; deflated data comes from the cache
+//! of deflated bytes or is re-made by the deterministic `Deflater`. Nothing
 //! before the range is sent; what is needed from before it is recovered
 //! without sending: a member's CRC from the cache, or by reading the skipped
 //! part of that member; the CRCs for the central directory from the cache or
 //! a read pass. A member whose size or mtime differs from the plan when its
-//! data ends makes `read` fail, so the response stops short of its
+//! data ends makes the reader fail, so the response stops short of its
 //! `Content-Length` instead of carrying an inconsistent archive.
 
 use std::io::{self, Read, Seek, SeekFrom};
+use std::os::fd::RawFd;
 use std::sync::Arc;
 
-use super::digest::{Deflater, DigestCache, changed, crc_of};
+use super::cache::Caches;
+use super::digest::{Deflater, changed, crc_of};
 use super::plan::{ArchivePlan, Fingerprint, Method};
 
 /// Where member data comes from: the store implements this over its cap-std
@@ -24,6 +29,26 @@ pub trait MemberSource {
     fn open(&self, index: usize) -> io::Result<Self::File>;
     /// The current fingerprint of an open file (fstat).
     fn fingerprint(&self, file: &Self::File) -> io::Result<Fingerprint>;
+    /// The descriptor to send the file from without copying, if it has one.
+    fn raw_fd(&self, _file: &Self::File) -> Option<RawFd> {
+        None
+    }
+}
+
+/// Where the bytes go.
+pub trait Sink {
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()>;
+    /// True when [`Sink::send_file`] works.
+    fn zero_copy(&self) -> bool {
+        false
+    }
+    /// Sends `len` bytes of the file `fd` from `offset` without copying them
+    /// through this process (sendfile); only called when `zero_copy()`. An
+    /// `Unsupported` error, with nothing sent, means "not for this file":
+    /// the reader then writes the bytes itself.
+    fn send_file(&mut self, _fd: RawFd, _offset: u64, _len: u64) -> io::Result<()> {
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
 }
 
 /// The member whose data is being produced.
@@ -41,12 +66,29 @@ enum Open<F> {
         deflater: Box<Deflater<F>>,
         at: u64,
     },
+    /// Deflated bytes from the cache; `file` is kept for the final check.
+    Cached {
+        index: usize,
+        bytes: Arc<[u8]>,
+        file: F,
+        at: u64,
+    },
+}
+
+impl<F> Open<F> {
+    fn position(&self) -> (usize, u64) {
+        match self {
+            Open::Stored { index, at, .. }
+            | Open::Deflated { index, at, .. }
+            | Open::Cached { index, at, .. } => (*index, *at),
+        }
+    }
 }
 
 pub struct ArchiveReader<S: MemberSource> {
     plan: Arc<ArchivePlan>,
     source: S,
-    cache: Arc<DigestCache>,
+    caches: Arc<Caches>,
     pos: u64,
     end: u64,
     crcs: Vec<Option<u32>>,
@@ -60,7 +102,7 @@ impl<S: MemberSource> ArchiveReader<S> {
     pub fn new(
         plan: Arc<ArchivePlan>,
         source: S,
-        cache: Arc<DigestCache>,
+        caches: Arc<Caches>,
         start: u64,
         end: u64,
     ) -> ArchiveReader<S> {
@@ -79,7 +121,7 @@ impl<S: MemberSource> ArchiveReader<S> {
         ArchiveReader {
             plan,
             source,
-            cache,
+            caches,
             pos: start,
             end,
             crcs,
@@ -94,8 +136,107 @@ impl<S: MemberSource> ArchiveReader<S> {
         self.end - self.pos
     }
 
-    /// Produces bytes at `self.pos` into `buf`; returns how many (> 0 while
-    /// bytes remain).
+    /// Pushes the whole range into `sink`, using `buf` for what is not sent
+    /// as a file range. Returns the bytes produced.
+    pub fn write_to(&mut self, sink: &mut impl Sink, buf: &mut [u8]) -> io::Result<u64> {
+        let start = self.pos;
+        while self.pos < self.end {
+            if self.send_stored(sink, buf)? {
+                continue;
+            }
+            // Fill the buffer across segments (one large write), stopping
+            // early where stored data can go out as a file range.
+            let mut filled = 0;
+            loop {
+                let n = self.read_some(&mut buf[filled..])?;
+                self.pos += n as u64;
+                filled += n;
+                if filled == buf.len() || self.pos == self.end || self.stored_data_ahead(sink) {
+                    break;
+                }
+            }
+            sink.write_all(&buf[..filled])?;
+        }
+        Ok(self.pos - start)
+    }
+
+    /// True when the next bytes are stored member data and the sink sends
+    /// file ranges, so they need not be copied through this process.
+    fn stored_data_ahead(&self, sink: &impl Sink) -> bool {
+        if !sink.zero_copy() {
+            return false;
+        }
+        let Some(index) = self.plan.member_at(self.pos) else {
+            return false;
+        };
+        let member = &self.plan.members()[index];
+        member.spec.method == Method::Stored
+            && self.pos >= member.data_offset
+            && self.pos < member.descriptor_offset
+    }
+
+    /// Sends the stored data at `pos` as file ranges: all of it at once when
+    /// its CRC is known, else one buffer at a time after reading it for the
+    /// CRC (one copy instead of two). False when the data must go the
+    /// ordinary way.
+    fn send_stored(&mut self, sink: &mut impl Sink, buf: &mut [u8]) -> io::Result<bool> {
+        if !self.stored_data_ahead(sink) {
+            return Ok(false);
+        }
+        let plan = Arc::clone(&self.plan);
+        let index = plan.member_at(self.pos).expect("checked above");
+        let member = &plan.members()[index];
+        let at = self.pos - member.data_offset;
+        self.position_at(index, at)?;
+        let Some(Open::Stored {
+            file,
+            at: file_at,
+            hasher,
+            ..
+        }) = &mut self.open
+        else {
+            return Ok(false);
+        };
+        let Some(fd) = self.source.raw_fd(file) else {
+            return Ok(false);
+        };
+        let left = member.descriptor_offset.min(self.end) - self.pos;
+        let sent = match hasher {
+            None => match sink.send_file(fd, at, left) {
+                Err(e) if e.kind() == io::ErrorKind::Unsupported => return Ok(false),
+                result => {
+                    result?;
+                    // sendfile with an offset leaves the file position alone.
+                    file.seek(SeekFrom::Start(at + left))?;
+                    left
+                }
+            },
+            Some(hasher) => {
+                let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                let n = file.read(&mut buf[..want])?;
+                if n == 0 {
+                    return Err(changed(&member.spec.name));
+                }
+                hasher.update(&buf[..n]);
+                match sink.send_file(fd, at, n as u64) {
+                    Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                        sink.write_all(&buf[..n])?
+                    }
+                    result => result?,
+                }
+                n as u64
+            }
+        };
+        *file_at += sent;
+        self.pos += sent;
+        if at + sent == member.data_len() {
+            self.finish_member()?;
+        }
+        Ok(true)
+    }
+
+    /// Produces bytes at `self.pos` into `buf`, from one segment; returns how
+    /// many (> 0 while bytes remain).
     fn read_some(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let plan = Arc::clone(&self.plan);
         let limit = buf
@@ -137,30 +278,14 @@ impl<S: MemberSource> ArchiveReader<S> {
     /// Reads member `index`'s data from offset `at` into `buf` (which ends
     /// at or before the data's end).
     fn read_data(&mut self, index: usize, at: u64, buf: &mut [u8]) -> io::Result<usize> {
-        let positioned = match &self.open {
-            Some(
-                Open::Stored {
-                    index: i, at: a, ..
-                }
-                | Open::Deflated {
-                    index: i, at: a, ..
-                },
-            ) => *i == index && *a == at,
-            None => false,
-        };
-        if !positioned {
-            self.open = Some(self.open_at(index, at)?);
-        }
+        self.position_at(index, at)?;
         let member = &self.plan.members()[index];
-        let data_len = member.data_len();
-        let n = match self.open.as_mut().expect("opened above") {
+        let name = &member.spec.name;
+        let n = match self.open.as_mut().expect("positioned above") {
             Open::Stored {
                 file, at, hasher, ..
             } => {
                 let n = file.read(buf)?;
-                if n == 0 {
-                    return Err(changed(&member.spec.name));
-                }
                 if let Some(h) = hasher {
                     h.update(&buf[..n]);
                 }
@@ -169,25 +294,44 @@ impl<S: MemberSource> ArchiveReader<S> {
             }
             Open::Deflated { deflater, at, .. } => {
                 let n = deflater.read(buf)?;
-                if n == 0 {
-                    return Err(changed(&member.spec.name));
-                }
+                *at += n as u64;
+                n
+            }
+            Open::Cached { bytes, at, .. } => {
+                let n = copy_from(&bytes[*at as usize..], buf);
                 *at += n as u64;
                 n
             }
         };
-        let finished = matches!(
-            &self.open,
-            Some(Open::Stored { at, .. } | Open::Deflated { at, .. }) if *at == data_len
-        );
-        if finished {
+        if n == 0 {
+            return Err(changed(name));
+        }
+        if self.open.as_ref().map(|o| o.position().1) == Some(member.data_len()) {
             self.finish_member()?;
         }
         Ok(n)
     }
 
+    /// The CRC of member `index` if it is known without reading.
+    fn known_crc(&mut self, index: usize) -> Option<u32> {
+        if self.crcs[index].is_none() {
+            let fingerprint = self.plan.members()[index].spec.fingerprint;
+            self.crcs[index] = self.caches.digest(&fingerprint).map(|d| d.crc32);
+        }
+        self.crcs[index]
+    }
+
+    /// Makes `self.open` member `index` positioned `at` bytes into its data.
+    fn position_at(&mut self, index: usize, at: u64) -> io::Result<()> {
+        if self.open.as_ref().map(Open::position) != Some((index, at)) {
+            self.open = Some(self.open_at(index, at)?);
+        }
+        Ok(())
+    }
+
     /// Opens member `index` positioned at `at` bytes into its data.
     fn open_at(&mut self, index: usize, at: u64) -> io::Result<Open<S::File>> {
+        let known = self.known_crc(index);
         let spec = &self.plan.members()[index].spec;
         let mut file = self.source.open(index)?;
         if self.source.fingerprint(&file)? != spec.fingerprint {
@@ -195,10 +339,7 @@ impl<S: MemberSource> ArchiveReader<S> {
         }
         match spec.method {
             Method::Stored => {
-                if self.crcs[index].is_none() {
-                    self.crcs[index] = self.cache.get(&spec.fingerprint).map(|d| d.crc32);
-                }
-                let hasher = if self.crcs[index].is_some() {
+                let hasher = if known.is_some() {
                     file.seek(SeekFrom::Start(at))?;
                     None
                 } else {
@@ -227,6 +368,16 @@ impl<S: MemberSource> ArchiveReader<S> {
                 })
             }
             Method::Deflated { .. } => {
+                if let Some(bytes) = self.caches.deflated.get(&spec.fingerprint) {
+                    if bytes.len() as u64 == spec.data_len() {
+                        return Ok(Open::Cached {
+                            index,
+                            bytes,
+                            file,
+                            at,
+                        });
+                    }
+                }
                 let mut deflater = Box::new(Deflater::new(file, spec.size()));
                 deflater.skip(at)?;
                 Ok(Open::Deflated {
@@ -241,68 +392,53 @@ impl<S: MemberSource> ArchiveReader<S> {
     /// Checks the member whose data just ended against its plan and records
     /// its CRC.
     fn finish_member(&mut self) -> io::Result<()> {
-        let spec = match &self.open {
-            Some(Open::Stored { index, .. } | Open::Deflated { index, .. }) => {
-                &self.plan.members()[*index].spec
-            }
-            None => return Ok(()),
+        let Some(open) = self.open.take() else {
+            return Ok(());
         };
-        match self.open.take().expect("checked above") {
-            Open::Stored {
-                index,
-                file,
-                hasher,
-                ..
-            } => {
-                if self.source.fingerprint(&file)? != spec.fingerprint {
-                    return Err(changed(&spec.name));
-                }
+        let index = open.position().0;
+        let spec = &self.plan.members()[index].spec;
+        let file = match open {
+            Open::Stored { file, hasher, .. } => {
                 if let Some(hasher) = hasher {
                     let crc = hasher.finalize();
-                    self.crcs[index] = Some(crc);
-                    self.cache.put_crc(spec.fingerprint, crc);
+                    if self.source.fingerprint(&file)? == spec.fingerprint {
+                        self.crcs[index] = Some(crc);
+                        self.caches.put_crc(spec.fingerprint, crc);
+                    }
                 }
+                file
             }
-            Open::Deflated {
-                index,
-                mut deflater,
-                ..
-            } => {
+            Open::Deflated { mut deflater, .. } => {
                 // The stream must end exactly where the plan said.
                 if deflater.read(&mut [0u8; 1])? != 0 || Some(deflater.crc32()) != self.crcs[index]
                 {
                     return Err(changed(&spec.name));
                 }
-                let file = deflater.into_input();
-                if self.source.fingerprint(&file)? != spec.fingerprint {
-                    return Err(changed(&spec.name));
-                }
+                deflater.into_input()
             }
+            Open::Cached { file, .. } => file,
+        };
+        if self.source.fingerprint(&file)? != spec.fingerprint {
+            return Err(changed(&spec.name));
         }
         Ok(())
     }
 
     /// The CRC-32 of member `index`: known, cached, or found by a read pass.
     fn crc(&mut self, index: usize) -> io::Result<u32> {
-        if let Some(crc) = self.crcs[index] {
+        if let Some(crc) = self.known_crc(index) {
             return Ok(crc);
         }
         let spec = &self.plan.members()[index].spec;
-        let crc = match self.cache.get(&spec.fingerprint) {
-            Some(digest) => digest.crc32,
-            None => {
-                let mut file = self.source.open(index)?;
-                if self.source.fingerprint(&file)? != spec.fingerprint {
-                    return Err(changed(&spec.name));
-                }
-                let crc = crc_of(&mut file, spec.size(), scratch(&mut self.scratch))?;
-                if self.source.fingerprint(&file)? != spec.fingerprint {
-                    return Err(changed(&spec.name));
-                }
-                self.cache.put_crc(spec.fingerprint, crc);
-                crc
-            }
-        };
+        let mut file = self.source.open(index)?;
+        if self.source.fingerprint(&file)? != spec.fingerprint {
+            return Err(changed(&spec.name));
+        }
+        let crc = crc_of(&mut file, spec.size(), scratch(&mut self.scratch))?;
+        if self.source.fingerprint(&file)? != spec.fingerprint {
+            return Err(changed(&spec.name));
+        }
+        self.caches.put_crc(spec.fingerprint, crc);
         self.crcs[index] = Some(crc);
         Ok(crc)
     }

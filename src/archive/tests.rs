@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use proptest::prelude::*;
 
-use super::digest::{Digest, DigestCache};
+use super::cache::{Caches, Digest};
 use super::plan::{ArchivePlan, Fingerprint};
 use super::stream::{ArchiveReader, MemberSource};
 use super::*;
@@ -116,7 +116,7 @@ impl MemberSource for MemSource {
 struct Fixture {
     plan: Arc<ArchivePlan>,
     source: Arc<MemSource>,
-    cache: Arc<DigestCache>,
+    cache: Arc<Caches>,
 }
 
 impl MemberSource for Arc<MemSource> {
@@ -132,7 +132,7 @@ impl MemberSource for Arc<MemSource> {
 impl Fixture {
     fn new(files: Vec<(&str, Content)>, compression: Compression) -> Fixture {
         let source = Arc::new(MemSource::new(files));
-        let cache = Arc::new(DigestCache::default());
+        let cache = Arc::new(Caches::default());
         let plan = plan_archive(&source.entries(), compression, &source, &cache).unwrap();
         Fixture {
             plan: Arc::new(plan),
@@ -304,7 +304,7 @@ proptest! {
             let (a, b) = (a % (len + 1), b % (len + 1));
             let (a, b) = (a.min(b), a.max(b));
             // A cold cache exercises the prefix-CRC and read-pass paths.
-            let cold = Fixture { cache: Arc::new(DigestCache::default()), ..fx.clone_shallow() };
+            let cold = Fixture { cache: Arc::new(Caches::default()), ..fx.clone_shallow() };
             prop_assert_eq!(&cold.bytes(a, b).unwrap(), &whole[a as usize..b as usize]);
             prop_assert_eq!(&fx.bytes(a, b).unwrap(), &whole[a as usize..b as usize]);
         }
@@ -451,9 +451,9 @@ fn zip64_boundaries_without_real_data() {
             ("small.json", Content::Bytes(Arc::new(small.clone()))),
         ];
         let mut fx = Fixture::new(source_files, Compression::Auto);
-        let cache = DigestCache::default();
+        let cache = Caches::default();
         let big_fp = fx.plan.members()[0].spec.fingerprint;
-        cache.put(
+        cache.digests.put(
             big_fp,
             Digest {
                 crc32: crc_of_zeros(big),
@@ -495,4 +495,158 @@ fn zip64_boundaries_without_real_data() {
             "the descriptor carries the CRC"
         );
     }
+}
+
+/// Real files on disk, for the zero-copy path (it needs descriptors).
+struct DiskSource {
+    paths: Vec<std::path::PathBuf>,
+}
+
+impl MemberSource for DiskSource {
+    type File = std::fs::File;
+
+    #[allow(clippy::disallowed_methods)] // test files in a temp dir
+    fn open(&self, index: usize) -> io::Result<std::fs::File> {
+        std::fs::File::open(&self.paths[index])
+    }
+
+    fn fingerprint(&self, file: &std::fs::File) -> io::Result<Fingerprint> {
+        use std::os::unix::fs::MetadataExt;
+        let m = file.metadata()?;
+        Ok(Fingerprint {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.len(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        })
+    }
+
+    fn raw_fd(&self, file: &std::fs::File) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        Some(file.as_raw_fd())
+    }
+}
+
+/// A sink that "sends" file ranges by pread, recording how many bytes went
+/// each way.
+#[derive(Default)]
+struct RecordingSink {
+    out: Vec<u8>,
+    zero_copy: bool,
+    file_bytes: u64,
+}
+
+impl stream::Sink for RecordingSink {
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.out.extend_from_slice(bytes);
+        Ok(())
+    }
+    fn zero_copy(&self) -> bool {
+        self.zero_copy
+    }
+    fn send_file(&mut self, fd: std::os::fd::RawFd, offset: u64, len: u64) -> io::Result<()> {
+        let mut buf = vec![0u8; len as usize];
+        // SAFETY: pread into a buffer of exactly `len` bytes on an open descriptor.
+        let n = unsafe {
+            libc::pread(
+                fd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                offset as libc::off_t,
+            )
+        };
+        assert_eq!(n as u64, len, "the file holds the planned bytes");
+        self.out.extend_from_slice(&buf);
+        self.file_bytes += len;
+        Ok(())
+    }
+}
+
+#[test]
+#[allow(clippy::disallowed_methods)] // test files in a temp dir
+fn zero_copy_sinks_get_the_same_bytes_as_readers() {
+    let dir = std::env::temp_dir().join(format!("trainbox-zc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let files = [
+        ("a.safetensors", noise(1, 3_000_000)),
+        ("b.json", text(2, 200_000)),
+        ("c.bin", noise(3, 0)),
+        ("d/e.pt", noise(4, 1_000_001)),
+    ];
+    let mut entries = Vec::new();
+    let mut paths = Vec::new();
+    for (name, data) in &files {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, data).unwrap();
+        paths.push(path);
+    }
+    let source = DiskSource { paths };
+    for (index, (name, _)) in files.iter().enumerate() {
+        let file = source.open(index).unwrap();
+        entries.push(FileEntry {
+            name: (*name).to_owned(),
+            fingerprint: source.fingerprint(&file).unwrap(),
+        });
+    }
+    let caches = Arc::new(Caches::default());
+    let plan = Arc::new(plan_archive(&entries, Compression::Auto, &source, &caches).unwrap());
+    let len = plan.len();
+    let reader = |start, end| {
+        ArchiveReader::new(
+            Arc::clone(&plan),
+            DiskSource {
+                paths: source.paths.clone(),
+            },
+            Arc::clone(&caches),
+            start,
+            end,
+        )
+    };
+    let mut whole = Vec::new();
+    reader(0, len).read_to_end(&mut whole).unwrap();
+    check_with_zip_crate(
+        &whole,
+        &files
+            .iter()
+            .map(|(n, d)| ((*n).to_owned(), d.clone()))
+            .collect::<Vec<_>>(),
+    );
+    // The first pass filled the CRC cache: now stored data goes as file ranges.
+    let mut buf = vec![0u8; 64 * 1024];
+    let cuts = [0, 1, 40, 1_000_000, len / 2, len - 100, len - 1, len];
+    for &a in &cuts {
+        for &b in &cuts {
+            if a > b {
+                continue;
+            }
+            for zero_copy in [false, true] {
+                let mut sink = RecordingSink {
+                    zero_copy,
+                    ..RecordingSink::default()
+                };
+                let produced = reader(a, b).write_to(&mut sink, &mut buf).unwrap();
+                assert_eq!(produced, b - a);
+                assert_eq!(
+                    sink.out,
+                    whole[a as usize..b as usize],
+                    "{a}..{b} zero_copy={zero_copy}"
+                );
+                if !zero_copy {
+                    assert_eq!(sink.file_bytes, 0);
+                }
+            }
+        }
+    }
+    let mut sink = RecordingSink {
+        zero_copy: true,
+        ..RecordingSink::default()
+    };
+    reader(0, len).write_to(&mut sink, &mut buf).unwrap();
+    assert_eq!(
+        sink.file_bytes,
+        3_000_000 + 1_000_001,
+        "stored data went without a copy"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

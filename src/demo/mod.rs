@@ -76,8 +76,20 @@ pub fn prepare(steps: u64) -> io::Result<(PathBuf, String)> {
     Ok((root, job_id))
 }
 
+/// The newest `checkpoint-N` directory of a job, for the banner's example.
+fn newest_checkpoint(job_dir: &Path) -> Option<String> {
+    fs::read_dir(job_dir.join("model"))
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|name| Some((name.strip_prefix("checkpoint-")?.parse::<u64>().ok()?, name)))
+        .max()
+        .map(|(_, name)| name)
+}
+
 /// What to try once the demo serves.
 pub fn banner(base: &str, root: &Path, job: &str) -> String {
+    let checkpoint = newest_checkpoint(&root.join("jobs").join(job))
+        .unwrap_or_else(|| "checkpoint-100".to_owned());
     format!(
         "\ntrainbox demo: serving {root} at {base}\n\n\
          open {base}/ in a browser, or try:\n\n\
@@ -85,7 +97,7 @@ pub fn banner(base: &str, root: &Path, job: &str) -> String {
          \x20 curl {base}/api/training/{job}/progress\n\
          \x20 curl {base}/api/training/{job}/checkpoints\n\
          \x20 curl -OJ {base}/api/training/{job}/download/model\n\
-         \x20 curl -OJ '{base}/api/training/{job}/download/model?checkpoint=checkpoint-100'\n\
+         \x20 curl -OJ '{base}/api/training/{job}/download/model?checkpoint={checkpoint}'\n\
          \x20 curl -OJ -C - {base}/api/training/{job}/download/model   # resume\n\
          \x20 curl -OJ {base}/api/training/{job}/download/logs\n\n\
          press Ctrl-C to stop\n",

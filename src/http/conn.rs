@@ -8,10 +8,22 @@
 //! address among our own descriptors and `shutdown(2)` it, so the client
 //! sees the connection end right after the last byte sent and tiny_http's
 //! reads and writes on it fail. The descriptor stays tiny_http's to close.
+//!
+//! The same lookup gives downloads the socket to `sendfile(2)` file ranges
+//! into, which tiny_http's writer cannot do.
 
 use std::mem::{size_of, zeroed};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::RawFd;
+
+/// The descriptor of the TCP connection whose peer is `peer` on local port
+/// `local_port`, for writing to it directly (sendfile). tiny_http keeps it
+/// open for as long as the request's writer lives.
+pub fn find_socket(peer: SocketAddr, local_port: u16) -> Option<RawFd> {
+    open_fds().into_iter().find(|&fd| {
+        peer_addr(fd) == Some(peer) && local_addr(fd).map(|a| a.port()) == Some(local_port)
+    })
+}
 
 /// Shuts down (both directions) the TCP connection whose peer is `peer` on
 /// local port `local_port`. Returns how many descriptors matched (tiny_http
@@ -97,6 +109,7 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (_server_side, peer) = listener.accept().unwrap();
+        assert!(find_socket(peer, port).is_some());
         assert!(shutdown_peer(peer, port) >= 1);
         let mut buf = [0u8; 8];
         assert_eq!(client.read(&mut buf).unwrap(), 0, "the client sees EOF");

@@ -10,6 +10,7 @@
 
 use std::io::{self, BufWriter, Read, Write};
 use std::net::SocketAddr;
+use std::os::fd::RawFd;
 use std::sync::Arc;
 
 use tiny_http::Request;
@@ -22,7 +23,7 @@ use super::router::Compression;
 use crate::app::App;
 use crate::archive::digest::{changed, is_changed};
 use crate::archive::plan::Fingerprint;
-use crate::archive::stream::{ArchiveReader, MemberSource};
+use crate::archive::stream::{ArchiveReader, MemberSource, Sink};
 use crate::archive::zipwriter::{StreamMember, write_deflated};
 use crate::archive::{FileEntry, etag, plan_archive};
 use crate::store::walk::fingerprint;
@@ -32,6 +33,8 @@ use crate::store::{HISTORY_FILE, JobDir, JobFiles, LOG_FILE, PROGRESS_FILE};
 const BLOCK: usize = 1 << 20;
 /// Buffer in front of chunked framing, so chunks are this large.
 const CHUNK: usize = 256 * 1024;
+/// Bytes per sendfile(2) call.
+const SENDFILE_CHUNK: u64 = 8 << 20;
 
 /// How a download ended, for the access log and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,7 +122,7 @@ fn planned_model(
     };
     let entries: Vec<FileEntry> = files.iter().map(|f| f.entry.clone()).collect();
     let source = JobFiles::new(job, &files);
-    let plan = match plan_archive(&entries, compression, &source, &app.digests) {
+    let plan = match plan_archive(&entries, compression, &source, &app.caches) {
         Ok(plan) => Arc::new(plan),
         Err(e) => return failed(request, "planning the archive", e),
     };
@@ -199,9 +202,29 @@ fn planned_model(
             outcome: Outcome::Completed,
         };
     }
-    let mut reader = ArchiveReader::new(plan, source, Arc::clone(&app.digests), start, end);
-    let (body, outcome) = pump(&mut reader, &mut writer);
-    sent += body;
+    let mut reader = ArchiveReader::new(plan, source, Arc::clone(&app.caches), start, end);
+    let mut sink = SocketSink {
+        writer: &mut writer,
+        socket: peer
+            .filter(|_| app.limits.sendfile)
+            .and_then(|p| super::conn::find_socket(p, app.local_port)),
+        sent: 0,
+        client_failed: false,
+    };
+    let mut buf = vec![0u8; BLOCK];
+    let result = reader
+        .write_to(&mut sink, &mut buf)
+        .and_then(|_| sink.writer.flush().map_err(|e| sink.client(e)));
+    sent += sink.sent;
+    let outcome = match result {
+        Ok(()) => Outcome::Completed,
+        Err(e) if is_changed(&e) => Outcome::Changed,
+        Err(_) if sink.client_failed => Outcome::ClientGone,
+        Err(e) => {
+            log::error!("{filename}: {e}");
+            Outcome::Failed
+        }
+    };
     if outcome != Outcome::Completed {
         drop(writer);
         cut(app, peer, filename, outcome);
@@ -213,33 +236,70 @@ fn planned_model(
     }
 }
 
-/// Copies `reader` to `writer` in large blocks; returns the bytes written
-/// and how it ended.
-fn pump(reader: &mut impl Read, writer: &mut impl Write) -> (u64, Outcome) {
-    let mut buf = vec![0u8; BLOCK];
-    let mut sent = 0u64;
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) => {
-                log::error!("download stopped: {e}");
-                let outcome = if is_changed(&e) {
-                    Outcome::Changed
-                } else {
-                    Outcome::Failed
-                };
-                return (sent, outcome);
-            }
-        };
-        if writer.write_all(&buf[..n]).is_err() {
-            return (sent, Outcome::ClientGone);
-        }
-        sent += n as u64;
+/// The connection as an archive `Sink`: bytes go through tiny_http's writer;
+/// stored file data goes by sendfile(2) from the page cache straight to the
+/// socket when its descriptor was found. Measured on loopback that is as
+/// fast as nginx's sendfile and a third of the CPU of read and write.
+struct SocketSink<'a> {
+    writer: &'a mut Box<dyn Write + Send>,
+    socket: Option<RawFd>,
+    sent: u64,
+    /// Set when the failure was the client's (gone, or not reading).
+    client_failed: bool,
+}
+
+impl SocketSink<'_> {
+    fn client(&mut self, e: io::Error) -> io::Error {
+        self.client_failed = true;
+        e
     }
-    match writer.flush() {
-        Ok(()) => (sent, Outcome::Completed),
-        Err(_) => (sent, Outcome::ClientGone),
+}
+
+impl Sink for SocketSink<'_> {
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.writer.write_all(bytes).map_err(|e| self.client(e))?;
+        if self.socket.is_some() {
+            // Nothing may wait in tiny_http's buffer when sendfile writes next.
+            self.writer.flush().map_err(|e| self.client(e))?;
+        }
+        self.sent += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn zero_copy(&self) -> bool {
+        self.socket.is_some()
+    }
+
+    fn send_file(&mut self, fd: RawFd, offset: u64, len: u64) -> io::Result<()> {
+        let socket = self.socket.ok_or(io::ErrorKind::Unsupported)?;
+        let mut offset = offset as libc::off_t;
+        let mut left = len;
+        while left > 0 {
+            let want = left.min(SENDFILE_CHUNK) as usize;
+            // SAFETY: both descriptors are open for the duration of the call;
+            // the kernel advances `offset`.
+            let n = unsafe { libc::sendfile(socket, fd, &mut offset, want) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    // A filesystem that cannot sendfile: copy from now on.
+                    Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP) if left == len => {
+                        log::info!("sendfile unsupported here ({e}); copying instead");
+                        self.socket = None;
+                        return Err(io::ErrorKind::Unsupported.into());
+                    }
+                    _ if is_client_error(&e) => return Err(self.client(e)),
+                    _ => return Err(e),
+                }
+            }
+            if n == 0 {
+                return Err(changed("a member")); // the file is shorter than planned
+            }
+            left -= n as u64;
+            self.sent += n as u64;
+        }
+        Ok(())
     }
 }
 

@@ -418,6 +418,11 @@ impl MemberSource for JobFiles {
     fn fingerprint(&self, file: &File) -> io::Result<Fingerprint> {
         Ok(walk::fingerprint(&file.metadata()?))
     }
+
+    fn raw_fd(&self, file: &File) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        Some(file.as_raw_fd())
+    }
 }
 
 #[cfg(test)]
