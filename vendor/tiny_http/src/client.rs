@@ -36,14 +36,46 @@ pub struct ClientConnection {
     secure: bool,
 }
 
+/// trainbox patch 2: the longest request line or header line, and the most
+/// bytes of request head (request line plus headers), read before the
+/// request is refused with 431 and the connection closed. The original read
+/// lines without bound, so a client sending an endless header line grew the
+/// server's memory until it ran out.
+const MAX_LINE: usize = 8 * 1024;
+const MAX_HEAD: usize = 32 * 1024;
+
+/// The error `read_next_line` returns for a line longer than `MAX_LINE`.
+#[derive(Debug)]
+struct LineTooLong;
+
+impl std::fmt::Display for LineTooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "request line or header line longer than {} bytes", MAX_LINE)
+    }
+}
+
+impl std::error::Error for LineTooLong {}
+
 /// Error that can happen when reading a request.
 #[derive(Debug)]
 enum ReadError {
+    /// The request line, a header line or the whole head is too large.
+    HeadTooLarge,
     WrongRequestLine,
     WrongHeader(HTTPVersion),
     /// the client sent an unrecognized `Expect` header
     ExpectationFailed(HTTPVersion),
     ReadIoError(IoError),
+}
+
+impl ReadError {
+    fn from_line(e: IoError) -> ReadError {
+        if e.get_ref().map_or(false, |inner| inner.is::<LineTooLong>()) {
+            ReadError::HeadTooLarge
+        } else {
+            ReadError::ReadIoError(e)
+        }
+    }
 }
 
 impl ClientConnection {
@@ -97,6 +129,9 @@ impl ClientConnection {
 
             prev_byte_was_cr = byte == b'\r';
 
+            if buf.len() >= MAX_LINE {
+                return Err(IoError::new(ErrorKind::Other, LineTooLong));
+            }
             buf.push(byte);
         }
     }
@@ -107,7 +142,7 @@ impl ClientConnection {
         let (method, path, version, headers) = {
             // reading the request line
             let (method, path, version) = {
-                let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
+                let line = self.read_next_line().map_err(ReadError::from_line)?;
 
                 parse_request_line(
                     line.as_str().trim(), // TODO: remove this conversion
@@ -117,12 +152,17 @@ impl ClientConnection {
             // getting all headers
             let headers = {
                 let mut headers = Vec::new();
+                let mut head_len = path.len();
                 loop {
-                    let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
+                    let line = self.read_next_line().map_err(ReadError::from_line)?;
 
                     if line.is_empty() {
                         break;
                     };
+                    head_len += line.len() + 2;
+                    if head_len > MAX_HEAD {
+                        return Err(ReadError::HeadTooLarge);
+                    }
                     headers.push(match FromStr::from_str(line.as_str().trim()) {
                         // TODO: remove this conversion
                         Ok(h) => h,
@@ -185,6 +225,15 @@ impl Iterator for ClientConnection {
 
         loop {
             let rq = match self.read() {
+                Err(ReadError::HeadTooLarge) => {
+                    let writer = self.sink.next().unwrap();
+                    let response = Response::new_empty(StatusCode(431));
+                    response
+                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
+                        .ok();
+                    return None; // the rest of the head is unread: close
+                }
+
                 Err(ReadError::WrongRequestLine) => {
                     let writer = self.sink.next().unwrap();
                     let response = Response::new_empty(StatusCode(400));

@@ -87,6 +87,7 @@
 //! # let response = tiny_http::Response::from_file(File::open(&Path::new("image.png")).unwrap());
 //! let _ = request.respond(response);
 //! ```
+#![allow(dead_code, unused_imports)] // trainbox: lints newer than this release
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 #![allow(clippy::match_like_matches_macro)]
@@ -102,7 +103,7 @@ use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -156,6 +157,17 @@ impl From<IoError> for Message {
 impl From<Request> for Message {
     fn from(rq: Request) -> Message {
         Message::NewRequest(rq)
+    }
+}
+
+/// One open client connection, counted against the limit until dropped.
+struct ConnectionSlot(Arc<(Mutex<usize>, Condvar)>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let (count, freed) = &*self.0;
+        *count.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        freed.notify_one();
     }
 }
 
@@ -243,7 +255,21 @@ impl Server {
         listener: L,
         ssl_config: Option<SslConfig>,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        Self::from_listener_with_limit(listener, ssl_config, usize::MAX)
+    }
+
+    /// trainbox patch 4: like `from_listener`, with at most
+    /// `max_connections` client connections open at once. At the limit the
+    /// accept loop waits for one to close, and new clients wait in the
+    /// listen backlog; the original spawned a thread per connection without
+    /// bound.
+    pub fn from_listener_with_limit<L: Into<Listener>>(
+        listener: L,
+        ssl_config: Option<SslConfig>,
+        max_connections: usize,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = listener.into();
+        let open_connections = Arc::new((Mutex::new(0usize), Condvar::new()));
         // building the "close" variable
         let close_trigger = Arc::new(AtomicBool::new(false));
 
@@ -291,6 +317,18 @@ impl Server {
 
             log::debug!("Running accept thread");
             while !inside_close_trigger.load(Relaxed) {
+                {
+                    let (count, freed) = &*open_connections;
+                    let mut open = count.lock().unwrap_or_else(|e| e.into_inner());
+                    while *open >= max_connections && !inside_close_trigger.load(Relaxed) {
+                        open = freed
+                            .wait_timeout(open, std::time::Duration::from_millis(100))
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0;
+                    }
+                    *open += 1;
+                }
+                let slot = ConnectionSlot(open_connections.clone());
                 let new_client = match server.accept() {
                     Ok((sock, _)) => {
                         use util::RefinedTcpStream;
@@ -320,7 +358,9 @@ impl Server {
                     Ok(client) => {
                         let messages = inside_messages.clone();
                         let mut client = Some(client);
+                        let mut slot = Some(slot);
                         tasks_pool.spawn(Box::new(move || {
+                            let _slot = slot.take();
                             if let Some(client) = client.take() {
                                 // Synchronization is needed for HTTPS requests to avoid a deadlock
                                 if client.secure() {

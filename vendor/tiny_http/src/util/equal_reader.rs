@@ -65,11 +65,16 @@ where
 {
     fn drop(&mut self) {
         let mut remaining_to_read = self.size;
+        // trainbox patch 1: drain through a fixed buffer. The original
+        // allocated `vec![0; remaining]`, sized by the client's declared
+        // Content-Length, so one request declaring a petabyte aborted the
+        // process on allocation failure.
+        let mut buf = [0u8; 4096];
 
         while remaining_to_read > 0 {
-            let mut buf = vec![0; remaining_to_read];
+            let want = remaining_to_read.min(buf.len());
 
-            match self.reader.read(&mut buf) {
+            match self.reader.read(&mut buf[..want]) {
                 Err(e) => {
                     self.last_read_signal.send(Err(e)).ok();
                     break;

@@ -80,7 +80,10 @@ impl TaskPool {
     fn add_thread(&self, initial_fn: Option<Box<dyn FnMut() + Send>>) {
         let sharing = self.sharing.clone();
 
-        thread::spawn(move || {
+        // trainbox patch 3: `thread::spawn` panics when the OS refuses a
+        // thread, and that panic ended the accept loop without a word. Now
+        // the task (a connection) is dropped and logged; the loop goes on.
+        let spawned = thread::Builder::new().spawn(move || {
             let sharing = sharing;
             let _active_guard = Registration::new(&sharing.active_tasks);
 
@@ -124,6 +127,9 @@ impl TaskPool {
                 task();
             }
         });
+        if let Err(e) = spawned {
+            log::error!("cannot start a connection thread ({}); dropping the connection", e);
+        }
     }
 }
 
