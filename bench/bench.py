@@ -134,10 +134,10 @@ def time_cat(files, repeat):
 
 
 class Trainbox:
-    def __init__(self, root, port, max_downloads=32):
+    def __init__(self, root, port, max_downloads=32, extra=()):
         self.proc = subprocess.Popen(
             [str(BIN), "serve", "--root", str(root), "--listen", f"127.0.0.1:{port}",
-             "--max-downloads", str(max_downloads)],
+             "--max-downloads", str(max_downloads), *extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "RUST_LOG": "warn"})
         self.base = f"http://127.0.0.1:{port}"
         for _ in range(200):
@@ -212,51 +212,77 @@ def main():
         cat_s = time_cat(files, args.repeat)
         cat_rate = total / cat_s / 1e6
         port = free_port()
+        print(f"## model {human(total)} ({len(files)} files)\n")
+        print(f"baseline: `cat` of the files to /dev/null: {cat_rate:,.0f} MB/s ({cat_s:.2f} s)\n")
+
+        # nginx serving one static file of the stored archive's size, same loopback.
+        nginx_rates = []
+        static = None
+        if have_nginx:
+            docroot = work / "nginx-root"
+            docroot.mkdir(exist_ok=True)
+            static = docroot / "model.zip"
+            server = Trainbox(root, port)
+            subprocess.run(["curl", "-s", "-o", str(static),
+                            f"{server.base}/api/training/{job}/download/model?compression=stored"], check=True)
+            server.stop()
+            warm([static])
+            ng = Nginx(docroot, free_port(), work)
+
+            def nginx_sample():
+                _, secs, _ = median_download(f"{ng.base}/model.zip", args.repeat)
+                nginx_rates.append(static.stat().st_size / secs / 1e6)
+            nginx_sample()
+
+        print("| mode | archive | first download MB/s | first TTFB ms | repeat MB/s | repeat TTFB ms "
+              "| vs nginx | vs cat | server peak RSS |")
+        print("|---|---|---|---|---|---|---|---|---|", flush=True)
+        variants = []
+        for mode in modes:
+            variants.append((mode, mode, []))
+            if mode == "stored":
+                variants.append(("stored, --no-sendfile", mode, ["--no-sendfile"]))
+        rows = []
+        for label, mode, extra in variants:
+            server = Trainbox(root, port, extra=extra)
+            url = f"{server.base}/api/training/{job}/download/model?compression={mode}"
+            try:
+                # First download on a fresh server: CRCs and deflated sizes
+                # are computed on the way. Then repeats, as a re-download or
+                # a resume finds the caches.
+                reset_peak(server.proc.pid)
+                got, first_secs, first_ttfb, _ = curl(url)
+                if mode == "deflate":
+                    secs, ttfb = first_secs, first_ttfb
+                else:
+                    _, secs, ttfb = median_download(url, args.repeat)
+                rss = peak_rss_kib(server.proc.pid)
+            finally:
+                server.stop()
+            rows.append((label, got, first_secs, first_ttfb, secs, ttfb, rss))
+            if have_nginx:
+                nginx_sample()
+        nginx_rate = statistics.median(nginx_rates) if nginx_rates else None
+        for label, got, first_secs, first_ttfb, secs, ttfb, rss in rows:
+            rate = got / secs / 1e6
+            vs_nginx = f"{rate / nginx_rate:.2f}x" if nginx_rate else "n/a"
+            print(f"| {label} | {human(got)} | {got / first_secs / 1e6:,.0f} | {first_ttfb * 1000:.1f} | "
+                  f"{rate:,.0f} | {ttfb * 1000:.1f} | {vs_nginx} | {rate / cat_rate:.2f}x | "
+                  f"{rss / 1024:.1f} MiB |", flush=True)
+        if nginx_rate:
+            ng.stop()
+            static.unlink()
+            version = subprocess.run(['nginx', '-v'], capture_output=True, text=True).stderr.strip()
+            print(f"\n{version} (sendfile on), one static file of the stored archive's size: "
+                  f"{nginx_rate:,.0f} MB/s (median of {len(nginx_rates)} batches taken between the rows: "
+                  f"{', '.join(f'{r:,.0f}' for r in nginx_rates)})")
         server = Trainbox(root, port)
         try:
-            print(f"## model {human(total)} ({len(files)} files)\n")
-            print(f"baseline: `cat` of the files to /dev/null: {cat_rate:,.0f} MB/s ({cat_s:.2f} s)\n")
-            print("| mode | archive | MB/s | vs cat | vs nginx | TTFB ms | server peak RSS |")
-            print("|---|---|---|---|---|---|---|", flush=True)
-            nginx_rate = None
-            rows = []
-            for mode in modes:
-                url = f"{server.base}/api/training/{job}/download/model?compression={mode}"
-                # One untimed run fills the CRC and deflate caches, as a
-                # repeat download or a resume would find them.
-                curl(url)
-                reset_peak(server.proc.pid)
-                repeat = 1 if mode == "deflate" else args.repeat
-                got, secs, ttfb = median_download(url, repeat)
-                rss = peak_rss_kib(server.proc.pid)
-                rows.append((mode, got, secs, ttfb, rss))
-                if mode == "stored" and have_nginx and nginx_rate is None:
-                    # nginx serving one static file of the archive's size, same loopback.
-                    docroot = work / "nginx-root"
-                    docroot.mkdir(exist_ok=True)
-                    static = docroot / "model.zip"
-                    subprocess.run(["curl", "-s", "-o", str(static), url], check=True)
-                    warm([static])
-                    ng = Nginx(docroot, free_port(), work)
-                    try:
-                        _, ng_secs, _ = median_download(f"{ng.base}/model.zip", args.repeat)
-                    finally:
-                        ng.stop()
-                    nginx_rate = static.stat().st_size / ng_secs / 1e6
-                    static.unlink()
-            for mode, got, secs, ttfb, rss in rows:
-                rate = got / secs / 1e6
-                vs_nginx = f"{rate / nginx_rate:.2f}x" if nginx_rate else "n/a"
-                print(f"| {mode} | {human(got)} | {rate:,.0f} | {rate / cat_rate:.2f}x | {vs_nginx} | "
-                      f"{ttfb * 1000:.1f} | {rss / 1024:.1f} MiB |", flush=True)
-            if nginx_rate:
-                print(f"\nnginx {subprocess.run(['nginx', '-v'], capture_output=True, text=True).stderr.strip()} "
-                      f"(sendfile on), one static file of the stored archive's size: {nginx_rate:,.0f} MB/s")
-
             if "stored" in modes:
                 url = f"{server.base}/api/training/{job}/download/model?compression=stored"
                 length = rows[[r[0] for r in rows].index("stored")][1]
                 middle = length // 2
+                curl(url)  # a full download first: the interrupted one being resumed
                 got, secs, _, code = curl(url, ["-r", f"{middle}-"])
                 print(f"\nresume from the middle (warm CRC cache): HTTP {code}, {human(got)} sent "
                       f"in {secs:.2f} s")

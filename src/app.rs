@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::archive::cache::Caches;
 use crate::names::JobId;
+use crate::runner::Runner;
 use crate::store::progress::Progress;
 use crate::store::{JobDir, ProgressRead, Store};
 
@@ -18,6 +19,8 @@ pub struct Limits {
     pub max_downloads: usize,
     /// Send stored file data with sendfile(2) rather than read and write.
     pub sendfile: bool,
+    /// Client connections open at once; more wait in the listen backlog.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -26,12 +29,17 @@ impl Default for Limits {
             workers: 8,
             max_downloads: 16,
             sendfile: true,
+            max_connections: 1024,
         }
     }
 }
 
+/// Largest request body read (job submissions are a few hundred bytes).
+pub const BODY_MAX: usize = 64 * 1024;
+
 pub struct App {
-    pub store: Store,
+    pub store: Arc<Store>,
+    pub runner: Runner,
     pub limits: Limits,
     /// CRCs, deflated sizes and deflated bytes of files already read, for
     /// exact lengths, cheap resumes and no repeated deflating.
@@ -44,9 +52,10 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(store: Store, limits: Limits, local_port: u16) -> App {
+    pub fn new(store: Arc<Store>, runner: Runner, limits: Limits, local_port: u16) -> App {
         App {
             store,
+            runner,
             limits,
             caches: Arc::new(Caches::default()),
             downloads: Counter::default(),

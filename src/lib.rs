@@ -10,6 +10,7 @@
 //! - [`store`]: the cap-std root; the only code that touches the filesystem
 //!   on behalf of a request.
 //! - [`archive`]: the ZIP plan (pure) and the reader that streams it.
+//! - [`runner`]: recipes, the job queue, trainer processes and their signals.
 //! - [`demo`]: the built-in demo trainer and the `demo` command.
 
 pub mod app;
@@ -17,6 +18,8 @@ pub mod archive;
 pub mod demo;
 pub mod http;
 pub mod names;
+pub mod runner;
+pub mod signals;
 pub mod store;
 pub mod timefmt;
 pub mod ui;

@@ -5,17 +5,20 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
 use trainbox::app::{App, Limits};
 use trainbox::demo;
 use trainbox::http::server;
+use trainbox::runner::{Runner, RunnerConfig};
+use trainbox::signals;
 use trainbox::store::Store;
 
 /// A sandboxed HTTP server for training boxes: jobs, progress, checkpoints,
-/// and streaming ZIP downloads of models and logs.
+/// job control, and streaming ZIP downloads of models and logs.
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
@@ -33,12 +36,12 @@ enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
-    /// Train a demo job in a temporary root and serve it.
+    /// Serve a temporary root with the demo recipe and one demo job running.
     Demo {
         #[command(flatten)]
         server: ServerArgs,
         /// Training steps for the demo job.
-        #[arg(long, default_value_t = 300)]
+        #[arg(long, default_value_t = 1500)]
         steps: u64,
     },
     /// Run the built-in demo trainer (reads the TRAINBOX_* variables).
@@ -66,21 +69,35 @@ struct ServerArgs {
     /// Downloads streaming at once; more are answered 503 with Retry-After.
     #[arg(long, default_value_t = 16)]
     max_downloads: usize,
+    /// Client connections open at once; more wait in the listen backlog.
+    #[arg(long, default_value_t = 1024)]
+    max_connections: usize,
     /// Copy file data through the server instead of sendfile(2) (for
     /// filesystems where sendfile misbehaves, and for benchmarks).
     #[arg(long)]
     no_sendfile: bool,
+    /// Trainers running at once; more jobs wait in a FIFO queue.
+    #[arg(long, default_value_t = 1)]
+    max_jobs: usize,
+    /// Seconds between SIGTERM and SIGKILL when a job is cancelled.
+    #[arg(long, default_value_t = 30.0)]
+    cancel_grace: f64,
 }
 
 fn main() -> ExitCode {
-    init_logging();
     let cli = Cli::parse();
+    let serving = !matches!(cli.command, Command::DemoTrainer { .. });
+    if serving {
+        // Before any thread exists, so every thread inherits the mask.
+        if let Err(e) = signals::block_termination() {
+            eprintln!("trainbox: cannot block termination signals: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    init_logging();
     let result = match cli.command {
         Command::Serve { root, server } => serve(&root, &server, None),
-        Command::Demo { server, steps } => match demo::prepare(steps) {
-            Ok((root, job)) => serve(&root, &server, Some(job)),
-            Err(e) => Err(format!("cannot prepare the demo: {e}")),
-        },
+        Command::Demo { server, steps } => demo(&server, steps),
         Command::DemoTrainer {
             steps,
             lr,
@@ -96,27 +113,72 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(root: &Path, args: &ServerArgs, demo_job: Option<String>) -> Result<(), String> {
+/// Runs once the server is ready, with the app and the address it serves.
+type OnReady = Box<dyn FnOnce(&App, SocketAddr) -> Result<(), String>>;
+
+fn serve(root: &Path, args: &ServerArgs, on_ready: Option<OnReady>) -> Result<(), String> {
     if !root.is_dir() {
         return Err(format!("root {} is not a directory", root.display()));
     }
-    let store =
-        Store::open(root).map_err(|e| format!("cannot open root {}: {e}", root.display()))?;
+    if !(args.cancel_grace.is_finite() && args.cancel_grace >= 0.0) {
+        return Err("--cancel-grace must be a number of seconds".into());
+    }
+    let store = Arc::new(
+        Store::open(root).map_err(|e| format!("cannot open root {}: {e}", root.display()))?,
+    );
     let listener = TcpListener::bind(args.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let runner_config = RunnerConfig {
+        max_jobs: args.max_jobs.max(1),
+        cancel_grace: Duration::from_secs_f64(args.cancel_grace),
+    };
+    let runner = Runner::start(Arc::clone(&store), runner_config.clone())
+        .map_err(|e| format!("cannot start the job runner: {e}"))?;
     let limits = Limits {
         workers: args.workers.max(1),
         max_downloads: args.max_downloads.max(1),
         sendfile: !args.no_sendfile,
+        max_connections: args.max_connections.max(1),
     };
-    let app = Arc::new(App::new(store, limits, local.port()));
-    log::info!("serving {} on http://{local}", root.display());
-    if let Some(job) = demo_job {
-        println!("{}", demo::banner(&format!("http://{local}"), root, &job));
-    }
+    let app = Arc::new(App::new(store, runner.clone(), limits, local.port()));
+
     let stop = Arc::new(AtomicBool::new(false));
-    server::serve(app, listener, stop).map_err(|e| format!("server failed: {e}"))
+    let stop_flag = Arc::clone(&stop);
+    signals::on_termination(move |_| stop_flag.store(true, Ordering::Release))
+        .map_err(|e| format!("cannot watch for signals: {e}"))?;
+
+    log::info!("serving {} on http://{local}", root.display());
+    if let Some(on_ready) = on_ready {
+        on_ready(&app, local)?;
+    }
+    server::serve(Arc::clone(&app), listener, stop).map_err(|e| format!("server failed: {e}"))?;
+    runner.shutdown(runner_config.cancel_grace + Duration::from_secs(5));
+    log::info!("stopped");
+    Ok(())
+}
+
+/// The demo: a temporary root with the demo recipe, one job started
+/// through the runner, and the lines to try.
+fn demo(args: &ServerArgs, steps: u64) -> Result<(), String> {
+    let root = demo::prepare_root().map_err(|e| format!("cannot prepare the demo: {e}"))?;
+    let shown_root = root.clone();
+    let on_ready: OnReady = Box::new(move |app, local| {
+        let params = serde_json::json!({ "steps": steps, "step_delay_ms": 20 });
+        let serde_json::Value::Object(params) = params else {
+            unreachable!("a JSON object literal");
+        };
+        let record = app
+            .runner
+            .submit("demo", Some("demo run".into()), params)
+            .map_err(|e| format!("cannot start the demo job: {e}"))?;
+        println!(
+            "{}",
+            demo::banner(&format!("http://{local}"), &shown_root, &record.id)
+        );
+        Ok(())
+    });
+    serve(&root, args, Some(on_ready))
 }
 
 fn demo_trainer(

@@ -23,7 +23,7 @@ fn lists_jobs_newest_first_with_progress() {
     write(
         root.path(),
         "jobs/newer/job.json",
-        r#"{"id":"newer","recipe":"demo","status":"running","created_at":"2026-02-01T00:00:00.000Z"}"#,
+        r#"{"id":"newer","recipe":"demo","status":"failed","exit_code":3,"created_at":"2026-02-01T00:00:00.000Z"}"#,
     );
     // Not valid job ids: never listed.
     fs::create_dir_all(root.path().join("jobs/.hidden")).unwrap();
@@ -38,6 +38,10 @@ fn lists_jobs_newest_first_with_progress() {
     assert_eq!(ids, ["newer", "older"]);
     assert_eq!(jobs[1]["name"], "first run");
     assert_eq!(jobs[1]["status"], "completed");
+    assert_eq!(
+        (jobs[0]["status"].as_str(), jobs[0]["exit_code"].as_i64()),
+        (Some("failed"), Some(3))
+    );
     assert_eq!(jobs[0]["progress"]["step"], 200);
     assert_eq!(jobs[0]["progress"]["percent"], 50.0);
     assert_eq!(jobs[0]["managed"], true);

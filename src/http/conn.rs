@@ -13,7 +13,7 @@
 //! into, which tiny_http's writer cannot do.
 
 use std::mem::{size_of, zeroed};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::RawFd;
 
 /// The descriptor of the TCP connection whose peer is `peer` on local port
@@ -29,11 +29,23 @@ pub fn find_socket(peer: SocketAddr, local_port: u16) -> Option<RawFd> {
 /// local port `local_port`. Returns how many descriptors matched (tiny_http
 /// holds two per connection; either suffices).
 pub fn shutdown_peer(peer: SocketAddr, local_port: u16) -> usize {
+    shutdown(peer, local_port, Shutdown::Both)
+}
+
+/// Shuts down one or both directions of a connection (see [`shutdown_peer`]).
+/// Shutting down reading first lets a response still go out while tiny_http
+/// stops reading an unwanted body (it sees end of file).
+pub fn shutdown(peer: SocketAddr, local_port: u16, how: Shutdown) -> usize {
+    let how = match how {
+        Shutdown::Read => libc::SHUT_RD,
+        Shutdown::Write => libc::SHUT_WR,
+        Shutdown::Both => libc::SHUT_RDWR,
+    };
     let mut matched = 0;
     for fd in open_fds() {
         if peer_addr(fd) == Some(peer) && local_addr(fd).map(|a| a.port()) == Some(local_port) {
             // SAFETY: shutdown on a descriptor we own; at worst EBADF/ENOTCONN.
-            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+            unsafe { libc::shutdown(fd, how) };
             matched += 1;
         }
     }

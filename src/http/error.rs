@@ -111,6 +111,14 @@ impl fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
+/// A client-chosen string fit to echo in a `detail`: short, printable ASCII.
+pub fn printable(s: &str) -> String {
+    s.chars()
+        .take(40)
+        .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+        .collect()
+}
+
 impl From<RouteError> for ApiError {
     fn from(e: RouteError) -> ApiError {
         match e {

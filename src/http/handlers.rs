@@ -3,19 +3,24 @@
 //! [`dispatch`] is the one `match` over the API. Handlers touch files only
 //! through the store and never see a raw path or name.
 
-use std::io;
+use std::io::{self, Read};
 use std::time::SystemTime;
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use tiny_http::Request;
 
-use super::error::ApiError;
-use super::router::{Compression, Matched, Route};
-use crate::app::{App, Slot};
+use super::error::{ApiError, printable};
+use super::router::{Action, Compression, Matched, Route};
+use crate::app::{App, BODY_MAX, Slot};
 use crate::names::{CheckpointName, JobId};
+use crate::runner::ControlError;
+use crate::runner::recipes::{Recipes, check_params};
 use crate::store::records::{JobStatus, derive_status};
 use crate::store::{JobDir, LOG_FILE};
 use crate::timefmt;
+
+/// Longest job name accepted.
+const NAME_MAX: usize = 200;
 
 /// What a handler produced.
 pub enum Reply {
@@ -58,7 +63,7 @@ pub fn internal(context: &'static str) -> impl Fn(io::Error) -> ApiError {
     }
 }
 
-pub fn dispatch(app: &App, matched: Matched, _request: &mut Request) -> Result<Reply, ApiError> {
+pub fn dispatch(app: &App, matched: Matched, request: &mut Request) -> Result<Reply, ApiError> {
     let head = matched.head;
     match matched.route {
         Route::Index => Ok(Reply::Static {
@@ -77,12 +82,11 @@ pub fn dispatch(app: &App, matched: Matched, _request: &mut Request) -> Result<R
             compression,
         } => download_model(app, &job, checkpoint.as_ref(), compression, head),
         Route::DownloadLogs(id) => download_logs(app, &id, head),
-        Route::Metrics
-        | Route::OpenApi
-        | Route::StartJob
-        | Route::Control(..)
-        | Route::Events(_)
-        | Route::WebSocket(_) => Err(ApiError::NotImplemented),
+        Route::StartJob => start_job(app, request),
+        Route::Control(id, action) => control(app, &id, action),
+        Route::Metrics | Route::OpenApi | Route::Events(_) | Route::WebSocket(_) => {
+            Err(ApiError::NotImplemented)
+        }
     }
 }
 
@@ -272,4 +276,103 @@ fn download_logs(app: &App, id: &JobId, head: bool) -> Result<Reply, ApiError> {
         head,
         slot: download_slot(app)?,
     }))
+}
+
+/// Reads a JSON request body of at most [`BODY_MAX`] bytes. A larger
+/// declared length is refused before a byte of it is read.
+fn json_body(request: &mut Request) -> Result<Value, ApiError> {
+    if request.body_length().is_some_and(|n| n > BODY_MAX) {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    let mut body = Vec::new();
+    request
+        .as_reader()
+        .take(BODY_MAX as u64 + 1)
+        .read_to_end(&mut body)
+        .map_err(|_| ApiError::BadRequest("The request body could not be read".into()))?;
+    if body.len() > BODY_MAX {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("Malformed JSON body: {e}")))
+}
+
+/// `POST /api/training/jobs`: `{"recipe", "name"?, "params"?}` → 201 and the job.
+fn start_job(app: &App, request: &mut Request) -> Result<Reply, ApiError> {
+    let Value::Object(mut body) = json_body(request)? else {
+        return Err(ApiError::BadRequest(
+            "The body must be a JSON object".into(),
+        ));
+    };
+    let recipe = match body.remove("recipe") {
+        Some(Value::String(recipe)) => recipe,
+        Some(_) => return Err(ApiError::BadRequest("'recipe' must be a string".into())),
+        None => return Err(ApiError::BadRequest("'recipe' is required".into())),
+    };
+    let name = match body.remove("name") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(name))
+            if name.chars().count() <= NAME_MAX && !name.contains(char::is_control) =>
+        {
+            Some(name)
+        }
+        Some(_) => {
+            return Err(ApiError::BadRequest(format!(
+                "'name' must be a string of at most {NAME_MAX} printable characters"
+            )));
+        }
+    };
+    let params = match body.remove("params") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(params)) => params,
+        Some(_) => return Err(ApiError::BadRequest("'params' must be an object".into())),
+    };
+    if let Some(key) = body.keys().next() {
+        return Err(ApiError::BadRequest(format!(
+            "Unknown field '{}'",
+            printable(key)
+        )));
+    }
+    let recipes = match app
+        .store
+        .recipes()
+        .map_err(internal("reading recipes.json"))?
+    {
+        Some(bytes) => Recipes::parse(&bytes).map_err(|e| {
+            log::error!("{e}");
+            ApiError::Internal
+        })?,
+        None => Recipes::default(),
+    };
+    let spec = recipes
+        .get(&recipe)
+        .ok_or_else(|| ApiError::BadRequest(format!("Unknown recipe '{}'", printable(&recipe))))?;
+    check_params(spec, &params).map_err(ApiError::BadRequest)?;
+    let record = app
+        .runner
+        .submit(&recipe, name, params)
+        .map_err(internal("creating a job"))?;
+    let id = JobId::parse(&record.id).map_err(|_| ApiError::Internal)?;
+    log::info!("job {id} queued: recipe {recipe}");
+    let dir = open_job(app, &id)?;
+    Ok(Reply::Json(201, job_view(app, &dir)))
+}
+
+/// `POST /api/training/{job_id}/{pause,resume,cancel}` → 200 and the job.
+fn control(app: &App, id: &JobId, action: Action) -> Result<Reply, ApiError> {
+    let dir = open_job(app, id)?;
+    let result = match action {
+        Action::Pause => app.runner.pause(id),
+        Action::Resume => app.runner.resume(id),
+        Action::Cancel => app.runner.cancel(id),
+    };
+    match result {
+        Ok(_) => {
+            log::info!("job {id}: {}", action.as_str());
+            Ok(Reply::Json(200, job_view(app, &dir)))
+        }
+        Err(ControlError::NotFound) => Err(ApiError::JobNotFound),
+        Err(ControlError::Conflict(detail)) => Err(ApiError::Conflict(detail)),
+        Err(ControlError::Io) => Err(ApiError::Internal),
+    }
 }

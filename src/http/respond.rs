@@ -106,11 +106,15 @@ pub fn send_json(request: Request, status: u16, body: &serde_json::Value) -> u64
 }
 
 pub fn send_error(request: Request, error: &ApiError) -> u64 {
+    let mut headers = error.headers();
+    if *error == ApiError::PayloadTooLarge {
+        headers.push(("Connection", "close".to_owned()));
+    }
     send(
         request,
         error.status(),
         "application/json",
-        &error.headers(),
+        &headers,
         error.body().into_bytes(),
     )
 }

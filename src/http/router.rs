@@ -7,6 +7,7 @@
 //! are refused rather than ignored. The whole API is the `match` in
 //! [`route`]; the handler for each variant is one hop away in `http::handlers`.
 
+use super::error::printable;
 use crate::names::{CheckpointName, JobId};
 
 /// Every endpoint trainbox serves.
@@ -328,14 +329,6 @@ impl Query {
             ))),
         }
     }
-}
-
-/// A client-chosen string fit to echo in a `detail`: short, printable ASCII.
-fn printable(s: &str) -> String {
-    s.chars()
-        .take(40)
-        .map(|c| if c.is_ascii_graphic() { c } else { '?' })
-        .collect()
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@
 //! one until its connections are gone, so the server outlives the error.
 
 use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{Shutdown, SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -22,12 +22,13 @@ use std::time::{Duration, Instant};
 
 use tiny_http::Request;
 
+use super::conn;
 use super::download;
 use super::error::ApiError;
 use super::handlers::{self, Reply};
 use super::respond;
 use super::router;
-use crate::app::App;
+use crate::app::{App, BODY_MAX};
 
 /// Requests waiting for a worker; past this the dispatcher waits, and
 /// tiny_http's own queue and the listen backlog absorb the burst.
@@ -51,7 +52,7 @@ pub fn serve(app: Arc<App>, listener: TcpListener, stop: Arc<AtomicBool>) -> io:
                 .spawn(move || work(&app, &jobs))?,
         );
     }
-    dispatch(&listener, &queue, &stop)?;
+    dispatch(&listener, app.limits.max_connections, &queue, &stop)?;
     drop(queue);
     for worker in workers {
         let _ = worker.join();
@@ -59,17 +60,22 @@ pub fn serve(app: Arc<App>, listener: TcpListener, stop: Arc<AtomicBool>) -> io:
     Ok(())
 }
 
-fn new_http_server(listener: &TcpListener) -> io::Result<tiny_http::Server> {
-    tiny_http::Server::from_listener(listener.try_clone()?, None).map_err(io::Error::other)
+fn new_http_server(
+    listener: &TcpListener,
+    max_connections: usize,
+) -> io::Result<tiny_http::Server> {
+    tiny_http::Server::from_listener_with_limit(listener.try_clone()?, None, max_connections)
+        .map_err(io::Error::other)
 }
 
 /// Moves requests from tiny_http to the worker queue until `stop` is set.
 fn dispatch(
     listener: &TcpListener,
+    max_connections: usize,
     queue: &SyncSender<Request>,
     stop: &AtomicBool,
 ) -> io::Result<()> {
-    let mut current = new_http_server(listener)?;
+    let mut current = new_http_server(listener, max_connections)?;
     // Servers whose accept loop died, still delivering requests from the
     // connections they accepted, with the time of their last request.
     let mut retired: Vec<(tiny_http::Server, Instant)> = Vec::new();
@@ -84,7 +90,7 @@ fn dispatch(
             Err(e) => {
                 log::error!("the accept loop stopped ({e}); starting a new one on the same socket");
                 thread::sleep(POLL); // do not spin while descriptors are exhausted
-                match new_http_server(listener) {
+                match new_http_server(listener, max_connections) {
                     Ok(fresh) => {
                         let old = std::mem::replace(&mut current, fresh);
                         retired.push((old, Instant::now()));
@@ -122,9 +128,13 @@ pub fn handle(app: &Arc<App>, mut request: Request) {
     let method = request.method().as_str().to_owned();
     let target = request.url().to_owned();
     let client = request.remote_addr().copied();
-    let result = router::route(&method, &target)
-        .map_err(ApiError::from)
-        .and_then(|matched| handlers::dispatch(app, matched, &mut request));
+    let result = if request.body_length().is_some_and(|n| n > BODY_MAX) {
+        Err(ApiError::PayloadTooLarge)
+    } else {
+        router::route(&method, &target)
+            .map_err(ApiError::from)
+            .and_then(|matched| handlers::dispatch(app, matched, &mut request))
+    };
     let (status, bytes) = match result {
         Ok(Reply::Json(status, body)) => (status, respond::send_json(request, status, &body)),
         Ok(Reply::Static { content_type, body }) => (
@@ -144,6 +154,19 @@ pub fn handle(app: &Arc<App>, mut request: Request) {
                 log::error!("cannot start a download thread: {e}");
             }
             return;
+        }
+        Err(ApiError::PayloadTooLarge) => {
+            // Refused without reading the body: stop reading first (tiny_http
+            // would drain it), answer, then close.
+            let error = ApiError::PayloadTooLarge;
+            if let Some(peer) = client {
+                conn::shutdown(peer, app.local_port, Shutdown::Read);
+            }
+            let bytes = respond::send_error(request, &error);
+            if let Some(peer) = client {
+                conn::shutdown_peer(peer, app.local_port);
+            }
+            (error.status(), bytes)
         }
         Err(error) => (error.status(), respond::send_error(request, &error)),
     };

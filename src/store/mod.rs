@@ -11,12 +11,14 @@ pub mod progress;
 pub mod records;
 pub mod walk;
 
-use std::io::{self, Read, Seek, SeekFrom};
-use std::path::Path;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use cap_std::ambient_authority;
-use cap_std::fs::{Dir, File, Metadata, OpenOptions, OpenOptionsExt};
+use cap_std::fs::{Dir, DirBuilder, File, Metadata, OpenOptions, OpenOptionsExt};
 use serde::Serialize;
 
 use crate::archive::plan::Fingerprint;
@@ -39,21 +41,51 @@ pub const PROGRESS_FILE: &str = "progress.json";
 pub const HISTORY_FILE: &str = "metrics.jsonl";
 pub const MODEL_DIR: &str = "model";
 pub const TRAINER_STATE_FILE: &str = "trainer_state.json";
+pub const RECIPES_FILE: &str = "recipes.json";
 
 /// The root of everything the server reads and writes.
 pub struct Store {
     root: Dir,
+    /// The root's path, only to tell trainers (other processes) where their
+    /// job lives; never used to open anything here.
+    path: PathBuf,
 }
 
 impl Store {
     /// Opens `path` as the root. This is the one use of ambient authority.
     pub fn open(path: &Path) -> io::Result<Store> {
         let root = Dir::open_ambient_dir(path, ambient_authority())?;
-        Ok(Store { root })
+        let path = std::path::absolute(path)?;
+        Ok(Store { root, path })
     }
 
     pub fn root(&self) -> &Dir {
         &self.root
+    }
+
+    /// The absolute path of a job's directory, for trainers' environment.
+    pub fn job_path(&self, id: &JobId) -> PathBuf {
+        self.path.join(JOBS_DIR).join(id.as_str())
+    }
+
+    /// `recipes.json`, when the admin wrote one.
+    pub fn recipes(&self) -> io::Result<Option<Vec<u8>>> {
+        read_small(&self.root, RECIPES_FILE)
+    }
+
+    /// Creates a new, empty job directory with its `model/`; fails if the
+    /// job exists.
+    pub fn create_job(&self, id: &JobId) -> io::Result<JobDir> {
+        let mut builder = DirBuilder::new();
+        builder.recursive(true);
+        self.root.create_dir_with(JOBS_DIR, &builder)?;
+        self.root.create_dir(format!("{JOBS_DIR}/{id}"))?;
+        let dir = self.root.open_dir(format!("{JOBS_DIR}/{id}"))?;
+        dir.create_dir(MODEL_DIR)?;
+        Ok(JobDir {
+            id: id.clone(),
+            dir,
+        })
     }
 
     /// The ids of all job directories; names that are not valid job ids are
@@ -156,40 +188,51 @@ impl JobDir {
 
     /// Reads a small file whole; `None` when it does not exist.
     pub fn read_small(&self, path: &str) -> io::Result<Option<Vec<u8>>> {
-        let mut file = match self.open_regular(path) {
-            Ok(file) => file,
-            Err(e) if is_missing(&e) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let mut bytes = Vec::new();
-        (&mut file)
-            .take(SMALL_FILE_MAX + 1)
-            .read_to_end(&mut bytes)?;
-        if bytes.len() as u64 > SMALL_FILE_MAX {
-            return Err(io::Error::other(format!(
-                "{path} is larger than {SMALL_FILE_MAX} bytes"
-            )));
-        }
-        Ok(Some(bytes))
+        read_small(&self.dir, path)
     }
 
-    /// Opens a regular file for reading. `O_NONBLOCK` keeps a FIFO planted
-    /// in the job from blocking the thread; anything but a regular file is
-    /// refused after opening, so a swap between stat and open cannot slip
-    /// one through.
+    /// Opens a regular file for reading (see [`open_regular`]).
     pub fn open_regular(&self, path: &str) -> io::Result<File> {
+        open_regular(&self.dir, path)
+    }
+
+    /// Writes `job.json` atomically: a temporary file, fsync, rename over
+    /// the record, fsync of the directory. A crash at any point leaves the
+    /// old record or the new one, never a torn one.
+    pub fn write_record(&self, record: &JobRecord) -> io::Result<()> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let bytes = serde_json::to_vec_pretty(record).map_err(io::Error::other)?;
+        let tmp = format!(
+            ".{RECORD_FILE}.{}.{}.tmp",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
         let mut options = OpenOptions::new();
-        options
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
-        let file = self.dir.open_with(path, &options)?;
-        if !file.metadata()?.is_file() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{path} is not a regular file"),
-            ));
+        options.write(true).create_new(true);
+        let result = (|| {
+            let mut file = self.dir.open_with(&tmp, &options)?;
+            file.write_all(&bytes)?;
+            file.sync_all()?;
+            self.dir.rename(&tmp, &self.dir, RECORD_FILE)?;
+            sync_dir(&self.dir)
+        })();
+        if result.is_err() {
+            let _ = self.dir.remove_file(&tmp);
         }
-        Ok(file)
+        result
+    }
+
+    /// `training.log`, opened for appending (created if missing), for a
+    /// trainer's stdout and stderr.
+    pub fn open_log_for_append(&self) -> io::Result<std::fs::File> {
+        let mut options = OpenOptions::new();
+        options.append(true).create(true);
+        Ok(self.dir.open_with(LOG_FILE, &options)?.into_std())
+    }
+
+    /// The job directory's descriptor (a trainer starts in it by fchdir).
+    pub fn raw_fd(&self) -> RawFd {
+        self.dir.as_raw_fd()
     }
 
     /// Metadata of a path in the job, following symlinks inside it.
@@ -372,6 +415,65 @@ impl JobDir {
             .map(|t| t.into_std())
             .max()
     }
+}
+
+/// fsyncs a directory, so a rename in it is durable. cap-std holds
+/// directories as `O_PATH` descriptors, which cannot be synced, so this
+/// opens the same directory (relative to its own descriptor) for reading.
+fn sync_dir(dir: &Dir) -> io::Result<()> {
+    // SAFETY: openat on a descriptor we own with a constant relative path;
+    // the result is owned (and closed) by `File`.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c".".as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and is owned by nothing else.
+    let file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    file.sync_all()
+}
+
+/// Reads a small file under `dir` whole; `None` when it does not exist.
+fn read_small(dir: &Dir, path: &str) -> io::Result<Option<Vec<u8>>> {
+    let mut file = match open_regular(dir, path) {
+        Ok(file) => file,
+        Err(e) if is_missing(&e) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut bytes = Vec::new();
+    (&mut file)
+        .take(SMALL_FILE_MAX + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > SMALL_FILE_MAX {
+        return Err(io::Error::other(format!(
+            "{path} is larger than {SMALL_FILE_MAX} bytes"
+        )));
+    }
+    Ok(Some(bytes))
+}
+
+/// Opens a regular file under `dir` for reading. `O_NONBLOCK` keeps a FIFO
+/// planted there from blocking the thread; anything but a regular file is
+/// refused after opening, so a swap between stat and open cannot slip one
+/// through.
+fn open_regular(dir: &Dir, path: &str) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
+    let file = dir.open_with(path, &options)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{path} is not a regular file"),
+        ));
+    }
+    Ok(file)
 }
 
 /// The step in a checkpoint's name: `checkpoint-500` → 500,

@@ -80,6 +80,9 @@ pub struct JobRecord {
     /// Why a job failed without an exit code (e.g. the command was not found).
     #[serde(default)]
     pub error: Option<String>,
+    /// The trainer's pid, which is also its process group id.
+    #[serde(default)]
+    pub pid: Option<i32>,
 }
 
 /// Seconds without a write after which an external run is taken as no
