@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::archive::cache::Caches;
+use crate::http::auth::Tokens;
 use crate::names::JobId;
 use crate::runner::Runner;
 use crate::store::progress::Progress;
@@ -40,6 +41,9 @@ pub const BODY_MAX: usize = 64 * 1024;
 pub struct App {
     pub store: Arc<Store>,
     pub runner: Runner,
+    /// `None` when the server runs without access control (loopback only,
+    /// or `--insecure-no-auth`).
+    pub tokens: Option<Tokens>,
     pub limits: Limits,
     /// CRCs, deflated sizes and deflated bytes of files already read, for
     /// exact lengths, cheap resumes and no repeated deflating.
@@ -52,10 +56,17 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(store: Arc<Store>, runner: Runner, limits: Limits, local_port: u16) -> App {
+    pub fn new(
+        store: Arc<Store>,
+        runner: Runner,
+        tokens: Option<Tokens>,
+        limits: Limits,
+        local_port: u16,
+    ) -> App {
         App {
             store,
             runner,
+            tokens,
             limits,
             caches: Arc::new(Caches::default()),
             downloads: Counter::default(),

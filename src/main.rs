@@ -12,7 +12,8 @@ use clap::{Parser, Subcommand};
 
 use trainbox::app::{App, Limits};
 use trainbox::demo;
-use trainbox::http::server;
+use trainbox::http::auth::Tokens;
+use trainbox::http::{listen, server};
 use trainbox::runner::{Runner, RunnerConfig};
 use trainbox::signals;
 use trainbox::store::Store;
@@ -82,6 +83,43 @@ struct ServerArgs {
     /// Seconds between SIGTERM and SIGKILL when a job is cancelled.
     #[arg(long, default_value_t = 30.0)]
     cancel_grace: f64,
+    /// Bearer tokens, one a line as `read:<token>` or `control:<token>`. A
+    /// relative path is looked up in $CREDENTIALS_DIRECTORY when systemd
+    /// set it (LoadCredential=).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Serve a non-loopback address without tokens (anyone who can reach
+    /// it can read and control every job).
+    #[arg(long)]
+    insecure_no_auth: bool,
+    /// Seconds a connection may be silent while the server waits for a
+    /// request or its body; then it is closed.
+    #[arg(long, default_value_t = 30.0)]
+    read_timeout: f64,
+    /// Seconds a client may stop reading a response; then it is dropped.
+    #[arg(long, default_value_t = 60.0)]
+    write_timeout: f64,
+}
+
+/// A positive number of seconds from the command line.
+fn seconds(value: f64, flag: &str) -> Result<Duration, String> {
+    if value.is_finite() && value > 0.0 {
+        Ok(Duration::from_secs_f64(value))
+    } else {
+        Err(format!("{flag} must be a positive number of seconds"))
+    }
+}
+
+/// Reads the token file (before serving; the ambient filesystem is fine here).
+#[allow(clippy::disallowed_methods)]
+fn load_tokens(path: &Path) -> Result<Tokens, String> {
+    let path = match std::env::var_os("CREDENTIALS_DIRECTORY") {
+        Some(dir) if path.is_relative() => Path::new(&dir).join(path),
+        _ => path.to_owned(),
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?;
+    Tokens::parse(&text).map_err(|e| format!("token file {}: {e}", path.display()))
 }
 
 fn main() -> ExitCode {
@@ -123,12 +161,28 @@ fn serve(root: &Path, args: &ServerArgs, on_ready: Option<OnReady>) -> Result<()
     if !(args.cancel_grace.is_finite() && args.cancel_grace >= 0.0) {
         return Err("--cancel-grace must be a number of seconds".into());
     }
+    let read_timeout = seconds(args.read_timeout, "--read-timeout")?;
+    let write_timeout = seconds(args.write_timeout, "--write-timeout")?;
+    let tokens = args.token_file.as_deref().map(load_tokens).transpose()?;
+    if tokens.is_none() && !args.listen.ip().is_loopback() && !args.insecure_no_auth {
+        return Err(format!(
+            "refusing to serve {} without --token-file: anyone who can reach it could read and \
+             control every job (say --insecure-no-auth to do it anyway)",
+            args.listen
+        ));
+    }
     let store = Arc::new(
         Store::open(root).map_err(|e| format!("cannot open root {}: {e}", root.display()))?,
     );
     let listener = TcpListener::bind(args.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
+    listen::set_timeouts(&listener, read_timeout, write_timeout)
+        .map_err(|e| format!("cannot set socket timeouts: {e}"))?;
+    match listen::raise_open_files_limit() {
+        Ok(limit) => log::debug!("open files limit: {limit}"),
+        Err(e) => log::warn!("cannot raise the open files limit: {e}"),
+    }
     let runner_config = RunnerConfig {
         max_jobs: args.max_jobs.max(1),
         cancel_grace: Duration::from_secs_f64(args.cancel_grace),
@@ -141,7 +195,16 @@ fn serve(root: &Path, args: &ServerArgs, on_ready: Option<OnReady>) -> Result<()
         sendfile: !args.no_sendfile,
         max_connections: args.max_connections.max(1),
     };
-    let app = Arc::new(App::new(store, runner.clone(), limits, local.port()));
+    if tokens.is_none() {
+        log::info!("access control: off (no --token-file)");
+    }
+    let app = Arc::new(App::new(
+        store,
+        runner.clone(),
+        tokens,
+        limits,
+        local.port(),
+    ));
 
     let stop = Arc::new(AtomicBool::new(false));
     let stop_flag = Arc::clone(&stop);

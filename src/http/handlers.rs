@@ -9,6 +9,7 @@ use std::time::SystemTime;
 use serde_json::{Map, Value, json};
 use tiny_http::Request;
 
+use super::auth;
 use super::error::{ApiError, printable};
 use super::router::{Action, Compression, Matched, Route};
 use crate::app::{App, BODY_MAX, Slot};
@@ -26,10 +27,12 @@ const NAME_MAX: usize = 200;
 pub enum Reply {
     /// A JSON document with a status.
     Json(u16, Value),
-    /// A static page or document.
-    Static {
+    /// A page or document, with any extra headers.
+    Page {
+        status: u16,
         content_type: &'static str,
-        body: &'static [u8],
+        body: Vec<u8>,
+        headers: Vec<(&'static str, String)>,
     },
     /// A download, streamed on its own thread.
     Download(Download),
@@ -66,10 +69,9 @@ pub fn internal(context: &'static str) -> impl Fn(io::Error) -> ApiError {
 pub fn dispatch(app: &App, matched: Matched, request: &mut Request) -> Result<Reply, ApiError> {
     let head = matched.head;
     match matched.route {
-        Route::Index => Ok(Reply::Static {
-            content_type: "text/html; charset=utf-8",
-            body: crate::ui::INDEX_HTML.as_bytes(),
-        }),
+        Route::Index => Ok(html(200, crate::ui::INDEX_HTML, Vec::new())),
+        Route::Login => login(app, request),
+        Route::Logout => Ok(see_other("/", vec![("Set-Cookie", cookie("", true))])),
         Route::Health => Ok(Reply::Json(200, json!({ "status": "ok" }))),
         Route::ListJobs => list_jobs(app),
         Route::Job(id) => job(app, &id),
@@ -88,6 +90,80 @@ pub fn dispatch(app: &App, matched: Matched, request: &mut Request) -> Result<Re
             Err(ApiError::NotImplemented)
         }
     }
+}
+
+fn html(status: u16, page: &'static str, headers: Vec<(&'static str, String)>) -> Reply {
+    Reply::Page {
+        status,
+        content_type: "text/html; charset=utf-8",
+        body: page.as_bytes().to_vec(),
+        headers,
+    }
+}
+
+/// The login form, for a browser that has no (valid) token yet.
+pub fn login_page(failed: bool) -> Reply {
+    let page = if failed {
+        crate::ui::LOGIN_FAILED_HTML
+    } else {
+        crate::ui::LOGIN_HTML
+    };
+    html(401, page, vec![("WWW-Authenticate", "Bearer".to_owned())])
+}
+
+fn see_other(location: &str, mut headers: Vec<(&'static str, String)>) -> Reply {
+    headers.push(("Location", location.to_owned()));
+    Reply::Page {
+        status: 303,
+        content_type: "text/plain; charset=utf-8",
+        body: Vec::new(),
+        headers,
+    }
+}
+
+/// The `Set-Cookie` value carrying `token`: HttpOnly (no script reads it),
+/// SameSite=Strict (no other site sends it), for this session only.
+fn cookie(token: &str, clear: bool) -> String {
+    let expiry = if clear { "; Max-Age=0" } else { "" };
+    format!(
+        "{}={token}; Path=/; HttpOnly; SameSite=Strict{expiry}",
+        auth::COOKIE
+    )
+}
+
+/// `POST /login`: a form (`token=...`); a valid token becomes a cookie and
+/// the browser goes to the page; anything else gets the form again.
+fn login(app: &App, request: &mut Request) -> Result<Reply, ApiError> {
+    if request.body_length().is_some_and(|n| n > BODY_MAX) {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    let mut body = Vec::new();
+    request
+        .as_reader()
+        .take(BODY_MAX as u64)
+        .read_to_end(&mut body)
+        .map_err(|_| ApiError::BadRequest("The request body could not be read".into()))?;
+    let Some(tokens) = app.tokens.as_ref() else {
+        return Ok(see_other("/", Vec::new()));
+    };
+    let token = form_field(&body, "token").unwrap_or_default();
+    match tokens.role_of(token.as_bytes()) {
+        Some(_) => Ok(see_other("/", vec![("Set-Cookie", cookie(&token, false))])),
+        None => Ok(login_page(true)),
+    }
+}
+
+/// One field of an `application/x-www-form-urlencoded` body.
+fn form_field(body: &[u8], name: &str) -> Option<String> {
+    body.split(|&b| b == b'&').find_map(|pair| {
+        let (key, value) = match pair.iter().position(|&b| b == b'=') {
+            Some(at) => (&pair[..at], &pair[at + 1..]),
+            None => (pair, &b""[..]),
+        };
+        (key == name.as_bytes())
+            .then(|| super::router::form_decode(value))
+            .flatten()
+    })
 }
 
 fn open_job(app: &App, id: &JobId) -> Result<JobDir, ApiError> {

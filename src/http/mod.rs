@@ -1,10 +1,12 @@
 //! HTTP: the tiny_http server loop and everything between a request and a
 //! handler: the pure router and Range parser, errors, handlers, downloads.
 
+pub mod auth;
 pub mod conn;
 pub mod download;
 pub mod error;
 pub mod handlers;
+pub mod listen;
 pub mod range;
 pub mod respond;
 pub mod router;

@@ -21,6 +21,10 @@ pub enum Route {
     Metrics,
     /// `GET /openapi.json`: the API's own spec.
     OpenApi,
+    /// `POST /login`: a form with a token; sets the cookie the web page uses.
+    Login,
+    /// `POST /logout`: clears that cookie.
+    Logout,
     /// `GET /api/training/jobs`
     ListJobs,
     /// `POST /api/training/jobs`
@@ -89,15 +93,35 @@ impl Compression {
     }
 }
 
-/// A matched request: the route, whether it was a `HEAD`, and the `?token=`
-/// query value where one was given (accepted on GET routes only, for
-/// browser links; see `http::auth`).
+/// A matched request: the route, and whether it was a `HEAD`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Matched {
     pub route: Route,
     pub head: bool,
-    pub query_token: Option<String>,
 }
+
+/// Every endpoint as (allowed methods, path template), in the order of the
+/// `match` in [`route`]; the OpenAPI spec is checked against this list.
+pub const ENDPOINTS: &[(&str, &str)] = &[
+    (GET, "/"),
+    (GET, "/healthz"),
+    (GET, "/metrics"),
+    (GET, "/openapi.json"),
+    (POST, "/login"),
+    (POST, "/logout"),
+    (GET_POST, "/api/training/jobs"),
+    (GET, "/api/training/jobs/{job_id}"),
+    (GET, "/api/training/{job_id}/checkpoints"),
+    (GET, "/api/training/{job_id}/progress"),
+    (GET, "/api/training/{job_id}/metrics"),
+    (GET, "/api/training/{job_id}/events"),
+    (POST, "/api/training/{job_id}/pause"),
+    (POST, "/api/training/{job_id}/resume"),
+    (POST, "/api/training/{job_id}/cancel"),
+    (GET, "/api/training/{job_id}/download/model"),
+    (GET, "/api/training/{job_id}/download/logs"),
+    (GET, "/ws/training/{job_id}"),
+];
 
 /// Why a request matched no route.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,6 +176,8 @@ pub fn route(method: &str, target: &str) -> Result<Matched, RouteError> {
         [Some("healthz")] => (GET, Shape::Fixed(Route::Health)),
         [Some("metrics")] => (GET, Shape::Fixed(Route::Metrics)),
         [Some("openapi.json")] => (GET, Shape::Fixed(Route::OpenApi)),
+        [Some("login")] => (POST, Shape::Fixed(Route::Login)),
+        [Some("logout")] => (POST, Shape::Fixed(Route::Logout)),
         [Some("api"), Some("training"), Some("jobs")] => (GET_POST, Shape::Jobs),
         [Some("api"), Some("training"), Some("jobs"), id] => (GET, Shape::Job(Route::Job, *id)),
         [Some("api"), Some("training"), id, Some(leaf)] => match *leaf {
@@ -195,9 +221,6 @@ pub fn route(method: &str, target: &str) -> Result<Matched, RouteError> {
     }
 
     let mut query = Query::parse(query.unwrap_or(""))?;
-    // Browsers cannot send headers on a plain link, so GET routes also take
-    // the bearer token as `?token=`; control routes never do.
-    let query_token = if is_get { query.take("token") } else { None };
 
     let route = match shape {
         Shape::Fixed(route) => route,
@@ -231,11 +254,7 @@ pub fn route(method: &str, target: &str) -> Result<Matched, RouteError> {
         }
     };
     query.finish()?;
-    Ok(Matched {
-        route,
-        head,
-        query_token,
-    })
+    Ok(Matched { route, head })
 }
 
 /// What the path matched, before the names in it are parsed.
@@ -278,6 +297,11 @@ fn percent_decode(raw: &[u8], plus_is_space: bool) -> Option<Vec<u8>> {
         }
     }
     Some(out)
+}
+
+/// Decodes a form or query value (`%XX`, `+` as space) to UTF-8 text.
+pub fn form_decode(raw: &[u8]) -> Option<String> {
+    String::from_utf8(percent_decode(raw, true)?).ok()
 }
 
 fn hex_value(b: u8) -> Option<u8> {
@@ -352,6 +376,8 @@ mod tests {
         assert_eq!(ok("GET", "/healthz"), Route::Health);
         assert_eq!(ok("GET", "/metrics"), Route::Metrics);
         assert_eq!(ok("GET", "/openapi.json"), Route::OpenApi);
+        assert_eq!(ok("POST", "/login"), Route::Login);
+        assert_eq!(ok("POST", "/logout"), Route::Logout);
         assert_eq!(ok("GET", "/api/training/jobs"), Route::ListJobs);
         assert_eq!(ok("POST", "/api/training/jobs"), Route::StartJob);
         assert_eq!(ok("GET", "/api/training/jobs/a1"), Route::Job(id("a1")));
@@ -542,11 +568,9 @@ mod tests {
     }
 
     #[test]
-    fn token_query_is_taken_on_get_routes_only() {
-        let m = route("GET", "/api/training/a1/download/model?token=read%3Aabc").unwrap();
-        assert_eq!(m.query_token.as_deref(), Some("read:abc"));
+    fn tokens_never_travel_in_urls() {
         assert!(matches!(
-            route("POST", "/api/training/a1/cancel?token=x"),
+            route("GET", "/api/training/a1/download/model?token=abc"),
             Err(RouteError::BadQuery(_))
         ));
     }

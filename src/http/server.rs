@@ -22,12 +22,13 @@ use std::time::{Duration, Instant};
 
 use tiny_http::Request;
 
+use super::auth;
 use super::conn;
 use super::download;
 use super::error::ApiError;
 use super::handlers::{self, Reply};
 use super::respond;
-use super::router;
+use super::router::{self, Route};
 use crate::app::{App, BODY_MAX};
 
 /// Requests waiting for a worker; past this the dispatcher waits, and
@@ -79,24 +80,38 @@ fn dispatch(
     // Servers whose accept loop died, still delivering requests from the
     // connections they accepted, with the time of their last request.
     let mut retired: Vec<(tiny_http::Server, Instant)> = Vec::new();
+    let mut failures = 0u32;
+    // Set when `current`'s accept loop has died and a new one is due.
+    let mut broken = false;
     while !stop.load(Ordering::Acquire) {
+        if broken {
+            // Back off while the cause (descriptors exhausted, say) lasts.
+            thread::sleep(POLL * 2u32.pow(failures.min(6)));
+            match new_http_server(listener, max_connections) {
+                Ok(fresh) => {
+                    log::info!("accept loop restarted");
+                    let old = std::mem::replace(&mut current, fresh);
+                    retired.push((old, Instant::now()));
+                    broken = false;
+                }
+                Err(e) => {
+                    failures += 1;
+                    log::error!("cannot restart the accept loop yet: {e}");
+                }
+            }
+        }
         match current.recv_timeout(POLL) {
             Ok(Some(request)) => {
+                failures = 0;
                 if queue.send(request).is_err() {
                     break;
                 }
             }
             Ok(None) => {}
             Err(e) => {
+                failures += 1;
+                broken = true;
                 log::error!("the accept loop stopped ({e}); starting a new one on the same socket");
-                thread::sleep(POLL); // do not spin while descriptors are exhausted
-                match new_http_server(listener, max_connections) {
-                    Ok(fresh) => {
-                        let old = std::mem::replace(&mut current, fresh);
-                        retired.push((old, Instant::now()));
-                    }
-                    Err(e) => log::error!("cannot restart the accept loop yet: {e}"),
-                }
             }
         }
         retired.retain_mut(|(server, last)| {
@@ -106,7 +121,8 @@ fn dispatch(
                     return false;
                 }
             }
-            last.elapsed() < RETIRE_AFTER
+            // Kept while its connections may still send requests.
+            server.num_connections() > 0 && last.elapsed() < RETIRE_AFTER
         });
     }
     Ok(())
@@ -133,13 +149,32 @@ pub fn handle(app: &Arc<App>, mut request: Request) {
     } else {
         router::route(&method, &target)
             .map_err(ApiError::from)
-            .and_then(|matched| handlers::dispatch(app, matched, &mut request))
+            .and_then(|matched| {
+                let headers = request
+                    .headers()
+                    .iter()
+                    .map(|h| (h.field.as_str().as_str(), h.value.as_str()));
+                let presented = auth::presented(headers, &method);
+                match auth::check(app.tokens.as_ref(), &matched.route, &presented) {
+                    // A browser without a token gets the login form.
+                    Err(ApiError::Unauthorized) if matched.route == Route::Index => {
+                        Ok(handlers::login_page(false))
+                    }
+                    Err(e) => Err(e),
+                    Ok(()) => handlers::dispatch(app, matched, &mut request),
+                }
+            })
     };
     let (status, bytes) = match result {
         Ok(Reply::Json(status, body)) => (status, respond::send_json(request, status, &body)),
-        Ok(Reply::Static { content_type, body }) => (
-            200,
-            respond::send(request, 200, content_type, &[], body.to_vec()),
+        Ok(Reply::Page {
+            status,
+            content_type,
+            body,
+            headers,
+        }) => (
+            status,
+            respond::send(request, status, content_type, &headers, body),
         ),
         Ok(Reply::Download(download)) => {
             let app = Arc::clone(app);

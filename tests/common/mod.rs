@@ -140,6 +140,16 @@ impl Server {
     }
 
     pub fn start_with(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::start_custom(root, args, env, |_| {})
+    }
+
+    /// Like `start_with`, with a last say over the command (rlimits, say).
+    pub fn start_custom(
+        root: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        configure: impl FnOnce(&mut Command),
+    ) -> Server {
         let mut cmd = Command::new(BIN);
         cmd.arg("serve")
             .arg("--root")
@@ -153,6 +163,7 @@ impl Server {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        configure(&mut cmd);
         let mut child = cmd.spawn().expect("start trainbox");
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(String::new()));
@@ -326,9 +337,11 @@ pub fn parse_response(bytes: &[u8]) -> Reply {
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
     let mut body = bytes[end + 4..].to_vec();
-    if headers
-        .get("transfer-encoding")
-        .is_some_and(|v| v == "chunked")
+    // A HEAD answer announces chunking but has no body.
+    if !body.is_empty()
+        && headers
+            .get("transfer-encoding")
+            .is_some_and(|v| v == "chunked")
     {
         body = dechunk(&body);
     }
@@ -342,7 +355,10 @@ pub fn parse_response(bytes: &[u8]) -> Reply {
 fn dechunk(mut bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
-        let line_end = bytes.windows(2).position(|w| w == b"\r\n").unwrap();
+        let line_end = bytes
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .unwrap_or_else(|| panic!("a chunk size line in {:?}", String::from_utf8_lossy(bytes)));
         let size =
             usize::from_str_radix(std::str::from_utf8(&bytes[..line_end]).unwrap(), 16).unwrap();
         bytes = &bytes[line_end + 2..];

@@ -141,6 +141,10 @@ pub struct Server {
 
     // result of TcpListener::local_addr()
     listening_addr: ListenAddr,
+
+    // trainbox patch 4: open client connections, and a condvar signalled
+    // when one closes
+    open_connections: Arc<(Mutex<usize>, Condvar)>,
 }
 
 enum Message {
@@ -270,6 +274,7 @@ impl Server {
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = listener.into();
         let open_connections = Arc::new((Mutex::new(0usize), Condvar::new()));
+        let server_connections = open_connections.clone();
         // building the "close" variable
         let close_trigger = Arc::new(AtomicBool::new(false));
 
@@ -311,7 +316,12 @@ impl Server {
 
         let inside_close_trigger = close_trigger.clone();
         let inside_messages = messages.clone();
+        let messages_on_panic = messages.clone();
+        // trainbox patch 3: whatever panics in the accept thread is reported
+        // as an error, as an accept error is, so the application can start
+        // a new server instead of waiting on a dead one forever.
         thread::spawn(move || {
+            let accept_loop = std::panic::AssertUnwindSafe(move || {
             // a tasks pool is used to dispatch the connections into threads
             let tasks_pool = util::TaskPool::new();
 
@@ -332,7 +342,7 @@ impl Server {
                 let new_client = match server.accept() {
                     Ok((sock, _)) => {
                         use util::RefinedTcpStream;
-                        let (read_closable, write_closable) = match ssl {
+                        let streams = match ssl {
                             None => RefinedTcpStream::new(sock),
                             #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
                             Some(ref ssl) => {
@@ -347,6 +357,14 @@ impl Server {
                             }
                             #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
                             Some(ref _ssl) => unreachable!(),
+                        };
+                        let (read_closable, write_closable) = match streams {
+                            Ok(streams) => streams,
+                            Err(e) => {
+                                // trainbox patch 3: out of descriptors: drop this one.
+                                log::error!("dropping a connection: {}", e);
+                                continue;
+                            }
                         };
 
                         Ok(ClientConnection::new(write_closable, read_closable))
@@ -386,6 +404,12 @@ impl Server {
                 }
             }
             log::debug!("Terminating accept thread");
+            });
+            if std::panic::catch_unwind(accept_loop).is_err() {
+                messages_on_panic.push(
+                    IoError::new(IoErrorKind::Other, "the accept thread panicked").into(),
+                );
+            }
         });
 
         // result
@@ -393,6 +417,7 @@ impl Server {
             messages,
             close: close_trigger,
             listening_addr: local_addr,
+            open_connections: server_connections,
         })
     }
 
@@ -411,9 +436,9 @@ impl Server {
     }
 
     /// Returns the number of clients currently connected to the server.
+    /// (trainbox patch 4: counted; the original was `unimplemented!()`.)
     pub fn num_connections(&self) -> usize {
-        unimplemented!()
-        //self.requests_receiver.lock().len()
+        *self.open_connections.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Blocks until an HTTP request has been submitted and returns it.

@@ -1,0 +1,337 @@
+//! Access: bearer tokens with two roles, checked before any handler runs.
+//!
+//! Tokens come from `--token-file` (one a line, `read:` or `control:` in
+//! front; systemd's `LoadCredential=` puts the file in
+//! `$CREDENTIALS_DIRECTORY`). A request presents one as
+//! `Authorization: Bearer <token>` or, for the web page and browser
+//! downloads, as the `trainbox_token` cookie that `POST /login` sets
+//! (HttpOnly, SameSite=Strict, so other sites cannot send it; a cookie-borne
+//! POST must also come from our own origin). Tokens never travel in URLs,
+//! where logs, history and Referer headers would keep them. Presented
+//! tokens are compared with every configured one in constant time.
+//!
+//! `read` may list, read status, progress, checkpoints and metrics, and
+//! download; `control` may also start, pause, resume and cancel. Only
+//! `/healthz` is open (and the login form, which answers 401 unless it is
+//! given a valid token).
+
+use std::fmt;
+
+use super::error::ApiError;
+use super::router::Route;
+
+/// The name of the cookie the login form sets.
+pub const COOKIE: &str = "trainbox_token";
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    Read,
+    Control,
+}
+
+/// What a route needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Anyone (`/healthz`, the login form).
+    Nothing,
+    Role(Role),
+}
+
+/// The access a route needs: a pure function of the route.
+pub fn need(route: &Route) -> Need {
+    match route {
+        // The login form checks the token it is given itself.
+        Route::Health | Route::Login => Need::Nothing,
+        Route::StartJob | Route::Control(..) => Need::Role(Role::Control),
+        Route::Index
+        | Route::Logout
+        | Route::Metrics
+        | Route::OpenApi
+        | Route::ListJobs
+        | Route::Job(_)
+        | Route::Checkpoints(_)
+        | Route::Progress(_)
+        | Route::History(_)
+        | Route::Events(_)
+        | Route::WebSocket(_)
+        | Route::DownloadModel { .. }
+        | Route::DownloadLogs(_) => Need::Role(Role::Read),
+    }
+}
+
+/// The configured tokens.
+pub struct Tokens {
+    entries: Vec<(Role, Vec<u8>)>,
+}
+
+impl fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print a token.
+        write!(f, "Tokens({} configured)", self.entries.len())
+    }
+}
+
+/// Shortest token accepted: 16 characters (about 96 bits if random).
+pub const TOKEN_MIN_LEN: usize = 16;
+
+impl Tokens {
+    /// Parses a token file: `read:<token>` or `control:<token>` a line;
+    /// blank lines and `#` comments are skipped.
+    pub fn parse(text: &str) -> Result<Tokens, String> {
+        let mut entries = Vec::new();
+        for (number, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (role, token) = match line.split_once(':') {
+                Some(("read", token)) => (Role::Read, token),
+                Some(("control", token)) => (Role::Control, token),
+                _ => {
+                    return Err(format!(
+                        "line {}: expected read:<token> or control:<token>",
+                        number + 1
+                    ));
+                }
+            };
+            // Cookie-safe characters (hex, base64, base64url, UUIDs).
+            let allowed = |b: u8| b.is_ascii_alphanumeric() || b"._~+/=-".contains(&b);
+            if token.len() < TOKEN_MIN_LEN || !token.bytes().all(allowed) {
+                return Err(format!(
+                    "line {}: a token must be at least {TOKEN_MIN_LEN} characters of A-Z a-z 0-9 . _ ~ + / = -",
+                    number + 1
+                ));
+            }
+            entries.push((role, token.as_bytes().to_vec()));
+        }
+        if entries.is_empty() {
+            return Err("no tokens in the file".into());
+        }
+        Ok(Tokens { entries })
+    }
+
+    /// The strongest role any configured token equal to `presented` has.
+    /// Every token is compared, each in time independent of where it differs.
+    pub fn role_of(&self, presented: &[u8]) -> Option<Role> {
+        let mut role = None;
+        for (token_role, token) in &self.entries {
+            if constant_time_eq(presented, token) {
+                role = role.max(Some(*token_role));
+            }
+        }
+        role
+    }
+}
+
+/// Equality whose running time depends only on the lengths, not on the
+/// position of the first difference.
+fn constant_time_eq(presented: &[u8], secret: &[u8]) -> bool {
+    let mut diff = u8::from(presented.len() != secret.len());
+    for (i, s) in secret.iter().enumerate() {
+        diff |= s ^ presented.get(i).copied().unwrap_or(0);
+    }
+    std::hint::black_box(diff) == 0
+}
+
+/// The credentials a request carries.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Presented<'a> {
+    /// From `Authorization: Bearer ...`.
+    pub bearer: Option<&'a str>,
+    /// From the `trainbox_token` cookie.
+    pub cookie: Option<&'a str>,
+    /// True when the request is a POST whose `Origin` names another site.
+    pub cross_origin: bool,
+}
+
+/// Reads the credentials from the request headers (pure).
+pub fn presented<'a>(
+    headers: impl Iterator<Item = (&'a str, &'a str)> + Clone,
+    method: &str,
+) -> Presented<'a> {
+    let mut out = Presented::default();
+    let mut host = None;
+    let mut origin = None;
+    for (name, value) in headers {
+        if name.eq_ignore_ascii_case("authorization") {
+            let value = value.trim();
+            if value.len() > 7 && value[..7].eq_ignore_ascii_case("bearer ") {
+                out.bearer = Some(value[7..].trim());
+            }
+        } else if name.eq_ignore_ascii_case("cookie") {
+            for pair in value.split(';') {
+                if let Some((k, v)) = pair.trim().split_once('=') {
+                    if k == COOKIE {
+                        out.cookie = Some(v);
+                    }
+                }
+            }
+        } else if name.eq_ignore_ascii_case("host") {
+            host = Some(value.trim());
+        } else if name.eq_ignore_ascii_case("origin") {
+            origin = Some(value.trim());
+        }
+    }
+    if method == "POST" {
+        if let Some(origin) = origin {
+            let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+            out.cross_origin = Some(origin_host) != host;
+        }
+    }
+    out
+}
+
+/// Decides whether a request may reach `route`. `tokens` is `None` when
+/// the server runs without access control.
+pub fn check(
+    tokens: Option<&Tokens>,
+    route: &Route,
+    presented: &Presented<'_>,
+) -> Result<(), ApiError> {
+    let (Some(tokens), Need::Role(needed)) = (tokens, need(route)) else {
+        return Ok(());
+    };
+    // A header wins over the cookie; a cookie is not enough for a POST
+    // from another origin.
+    let role = match (presented.bearer, presented.cookie) {
+        (Some(token), _) => tokens.role_of(token.as_bytes()),
+        (None, Some(_)) if presented.cross_origin => return Err(ApiError::Forbidden),
+        (None, Some(token)) => tokens.role_of(token.as_bytes()),
+        (None, None) => None,
+    };
+    match role {
+        None => Err(ApiError::Unauthorized),
+        Some(role) if role < needed => Err(ApiError::Forbidden),
+        Some(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::names::JobId;
+
+    const FILE: &str =
+        "# tokens\nread:reader-token-0123456789\n\ncontrol:controller-token-0123456789\n";
+
+    fn tokens() -> Tokens {
+        Tokens::parse(FILE).unwrap()
+    }
+
+    fn bearer(token: &str) -> Presented<'_> {
+        Presented {
+            bearer: Some(token),
+            ..Presented::default()
+        }
+    }
+
+    #[test]
+    fn token_files() {
+        let t = tokens();
+        assert_eq!(t.role_of(b"reader-token-0123456789"), Some(Role::Read));
+        assert_eq!(
+            t.role_of(b"controller-token-0123456789"),
+            Some(Role::Control)
+        );
+        assert_eq!(t.role_of(b"controller-token-012345678"), None);
+        assert_eq!(t.role_of(b""), None);
+        assert!(format!("{t:?}").contains("2 configured") && !format!("{t:?}").contains("reader"));
+        for bad in [
+            "",
+            "# only a comment",
+            "admin:0123456789abcdef",
+            "read:short",
+            "read:has a space in it",
+        ] {
+            assert!(Tokens::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn roles_by_route() {
+        let t = tokens();
+        let job = JobId::parse("j1").unwrap();
+        let pause = Route::Control(job.clone(), super::super::router::Action::Pause);
+        let list = Route::ListJobs;
+        assert_eq!(
+            check(Some(&t), &Route::Health, &Presented::default()),
+            Ok(())
+        );
+        assert_eq!(
+            check(Some(&t), &list, &Presented::default()),
+            Err(ApiError::Unauthorized)
+        );
+        assert_eq!(
+            check(Some(&t), &list, &bearer("wrong-token-000000000")),
+            Err(ApiError::Unauthorized)
+        );
+        assert_eq!(
+            check(Some(&t), &list, &bearer("reader-token-0123456789")),
+            Ok(())
+        );
+        assert_eq!(
+            check(Some(&t), &pause, &bearer("reader-token-0123456789")),
+            Err(ApiError::Forbidden)
+        );
+        assert_eq!(
+            check(Some(&t), &pause, &bearer("controller-token-0123456789")),
+            Ok(())
+        );
+        assert_eq!(
+            check(None, &pause, &Presented::default()),
+            Ok(()),
+            "no tokens: open"
+        );
+    }
+
+    #[test]
+    fn headers_and_cookies() {
+        let headers = [
+            ("Authorization", "Bearer abc"),
+            ("Cookie", "a=1; trainbox_token=xyz; b=2"),
+            ("Host", "box:8000"),
+            ("Origin", "http://box:8000"),
+        ];
+        let p = presented(headers.iter().copied(), "POST");
+        assert_eq!(
+            (p.bearer, p.cookie, p.cross_origin),
+            (Some("abc"), Some("xyz"), false)
+        );
+        let evil = [
+            ("Cookie", "trainbox_token=xyz"),
+            ("Host", "box:8000"),
+            ("Origin", "https://evil.example"),
+        ];
+        let p = presented(evil.iter().copied(), "POST");
+        assert!(p.cross_origin);
+        let t = tokens();
+        let cookie_post = Presented {
+            cookie: Some("controller-token-0123456789"),
+            cross_origin: true,
+            ..Presented::default()
+        };
+        let pause = Route::Control(
+            JobId::parse("j1").unwrap(),
+            super::super::router::Action::Pause,
+        );
+        assert_eq!(
+            check(Some(&t), &pause, &cookie_post),
+            Err(ApiError::Forbidden)
+        );
+        let same_site = Presented {
+            cross_origin: false,
+            ..cookie_post
+        };
+        assert_eq!(check(Some(&t), &pause, &same_site), Ok(()));
+    }
+
+    #[test]
+    fn comparison_is_exact() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abd", b"abc"));
+        assert!(!constant_time_eq(b"ab", b"abc"));
+        assert!(!constant_time_eq(b"abcd", b"abc"));
+        assert!(!constant_time_eq(b"", b"abc"));
+    }
+}
