@@ -86,9 +86,13 @@ pub fn dispatch(app: &App, matched: Matched, request: &mut Request) -> Result<Re
         Route::DownloadLogs(id) => download_logs(app, &id, head),
         Route::StartJob => start_job(app, request),
         Route::Control(id, action) => control(app, &id, action),
-        Route::Metrics | Route::OpenApi | Route::Events(_) | Route::WebSocket(_) => {
-            Err(ApiError::NotImplemented)
-        }
+        Route::OpenApi => Ok(Reply::Page {
+            status: 200,
+            content_type: "application/json",
+            body: super::openapi::SPEC.as_bytes().to_vec(),
+            headers: Vec::new(),
+        }),
+        Route::Metrics | Route::Events(_) | Route::WebSocket(_) => Err(ApiError::NotImplemented),
     }
 }
 

@@ -7,6 +7,7 @@ pub mod download;
 pub mod error;
 pub mod handlers;
 pub mod listen;
+pub mod openapi;
 pub mod range;
 pub mod respond;
 pub mod router;

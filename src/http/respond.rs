@@ -83,8 +83,11 @@ pub fn send(
     body: Vec<u8>,
 ) -> u64 {
     let len = body.len() as u64;
+    // A length for every small body, however long (tiny_http would switch
+    // to chunked above 32 KiB).
     let mut response = Response::from_data(body)
         .with_status_code(status)
+        .with_chunked_threshold(usize::MAX)
         .with_header(header("Content-Type", content_type));
     for (name, value) in headers {
         response.add_header(header(name, value));

@@ -425,6 +425,56 @@ mod tests {
         );
     }
 
+    /// The name of a route's variant. No wildcard: a new variant does not
+    /// compile until it is listed here and in `ALL_VARIANTS`.
+    fn variant(route: &Route) -> &'static str {
+        match route {
+            Route::Index => "Index",
+            Route::Health => "Health",
+            Route::Metrics => "Metrics",
+            Route::OpenApi => "OpenApi",
+            Route::Login => "Login",
+            Route::Logout => "Logout",
+            Route::ListJobs => "ListJobs",
+            Route::StartJob => "StartJob",
+            Route::Job(_) => "Job",
+            Route::Checkpoints(_) => "Checkpoints",
+            Route::Progress(_) => "Progress",
+            Route::History(_) => "History",
+            Route::Events(_) => "Events",
+            Route::WebSocket(_) => "WebSocket",
+            Route::Control(..) => "Control",
+            Route::DownloadModel { .. } => "DownloadModel",
+            Route::DownloadLogs(_) => "DownloadLogs",
+        }
+    }
+
+    const ALL_VARIANTS: &[&str] = &[
+        "Index", "Health", "Metrics", "OpenApi", "Login", "Logout", "ListJobs", "StartJob", "Job",
+        "Checkpoints", "Progress", "History", "Events", "WebSocket", "Control", "DownloadModel",
+        "DownloadLogs",
+    ];
+
+    /// `ENDPOINTS` (which the OpenAPI test and the auth walk use) routes,
+    /// method by method, and reaches every `Route` variant.
+    #[test]
+    fn the_endpoint_table_covers_every_route() {
+        let mut seen = std::collections::BTreeSet::new();
+        for (methods, template) in ENDPOINTS {
+            let target = template.replace("{job_id}", "j1");
+            for method in methods.split(", ") {
+                let m = route(method, &target).unwrap_or_else(|e| panic!("{method} {target}: {e:?}"));
+                seen.insert(variant(&m.route));
+            }
+            assert!(
+                matches!(route("DELETE", &target), Err(RouteError::MethodNotAllowed { allow }) if allow == *methods),
+                "{target}"
+            );
+        }
+        let all: std::collections::BTreeSet<&str> = ALL_VARIANTS.iter().copied().collect();
+        assert_eq!(seen, all);
+    }
+
     #[test]
     fn head_is_get_without_a_body() {
         let m = route("HEAD", "/api/training/a1/download/model").unwrap();

@@ -1,0 +1,45 @@
+//! The router: any method and target bytes give a `Route` or an error,
+//! never a panic, and every accepted `Route` holds only parsed names.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use trainbox::http::router::{route, Route};
+use trainbox::names::{CheckpointName, JobId};
+
+fn job_ok(id: &JobId) {
+    assert_eq!(JobId::parse(id.as_str()).as_ref(), Ok(id));
+}
+
+fuzz_target!(|data: &[u8]| {
+    // First line: the method; the rest: the target.
+    let text = String::from_utf8_lossy(data);
+    let (method, target) = text.split_once('\n').unwrap_or(("GET", &text));
+    let Ok(matched) = route(method, target) else {
+        return;
+    };
+    match &matched.route {
+        Route::Job(id)
+        | Route::Checkpoints(id)
+        | Route::Progress(id)
+        | Route::History(id)
+        | Route::Events(id)
+        | Route::WebSocket(id)
+        | Route::DownloadLogs(id)
+        | Route::Control(id, _) => job_ok(id),
+        Route::DownloadModel { job, checkpoint, .. } => {
+            job_ok(job);
+            if let Some(c) = checkpoint {
+                assert_eq!(CheckpointName::parse(c.as_str()).as_ref(), Ok(c));
+            }
+        }
+        Route::Index
+        | Route::Health
+        | Route::Metrics
+        | Route::OpenApi
+        | Route::Login
+        | Route::Logout
+        | Route::ListJobs
+        | Route::StartJob => {}
+    }
+    assert!(matched.head == (method == "HEAD"));
+});
