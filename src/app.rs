@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::archive::cache::Caches;
 use crate::http::auth::Tokens;
+use crate::metrics::Metrics;
 use crate::names::JobId;
 use crate::runner::Runner;
 use crate::store::progress::Progress;
@@ -53,6 +54,7 @@ pub struct App {
     last_progress: Mutex<HashMap<JobId, (Progress, &'static str)>>,
     /// The port clients connect to, to find their sockets (`http::conn`).
     pub local_port: u16,
+    pub metrics: Metrics,
 }
 
 impl App {
@@ -72,6 +74,7 @@ impl App {
             downloads: Counter::default(),
             last_progress: Mutex::new(HashMap::new()),
             local_port,
+            metrics: Metrics::default(),
         }
     }
 

@@ -11,15 +11,21 @@
 //!   on behalf of a request.
 //! - [`archive`]: the ZIP plan (pure) and the reader that streams it.
 //! - [`runner`]: recipes, the job queue, trainer processes and their signals.
+//! - [`service`]: the process from start to a graceful stop.
+//! - [`systemd`]: socket activation and `sd_notify`.
+//! - [`metrics`]: the Prometheus counters behind `/metrics`.
 //! - [`demo`]: the built-in demo trainer and the `demo` command.
 
 pub mod app;
 pub mod archive;
 pub mod demo;
 pub mod http;
+pub mod metrics;
 pub mod names;
 pub mod runner;
+pub mod service;
 pub mod signals;
 pub mod store;
+pub mod systemd;
 pub mod timefmt;
 pub mod ui;

@@ -1,22 +1,19 @@
 //! The `trainbox` binary: CLI → config → serve | demo | demo-trainer.
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use trainbox::app::{App, Limits};
+use trainbox::app::Limits;
 use trainbox::demo;
 use trainbox::http::auth::Tokens;
-use trainbox::http::{listen, server};
-use trainbox::runner::{Runner, RunnerConfig};
+use trainbox::runner::RunnerConfig;
+use trainbox::service::{self, OnReady, ServeConfig};
 use trainbox::signals;
-use trainbox::store::Store;
 
 /// A sandboxed HTTP server for training boxes: jobs, progress, checkpoints,
 /// job control, and streaming ZIP downloads of models and logs.
@@ -99,6 +96,10 @@ struct ServerArgs {
     /// Seconds a client may stop reading a response; then it is dropped.
     #[arg(long, default_value_t = 60.0)]
     write_timeout: f64,
+    /// Seconds downloads in flight may run on after SIGTERM before the
+    /// server exits.
+    #[arg(long, default_value_t = 30.0)]
+    shutdown_grace: f64,
 }
 
 /// A positive number of seconds from the command line.
@@ -151,74 +152,33 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs once the server is ready, with the app and the address it serves.
-type OnReady = Box<dyn FnOnce(&App, SocketAddr) -> Result<(), String>>;
-
 fn serve(root: &Path, args: &ServerArgs, on_ready: Option<OnReady>) -> Result<(), String> {
-    if !root.is_dir() {
-        return Err(format!("root {} is not a directory", root.display()));
-    }
     if !(args.cancel_grace.is_finite() && args.cancel_grace >= 0.0) {
         return Err("--cancel-grace must be a number of seconds".into());
     }
-    let read_timeout = seconds(args.read_timeout, "--read-timeout")?;
-    let write_timeout = seconds(args.write_timeout, "--write-timeout")?;
-    let tokens = args.token_file.as_deref().map(load_tokens).transpose()?;
-    if tokens.is_none() && !args.listen.ip().is_loopback() && !args.insecure_no_auth {
-        return Err(format!(
-            "refusing to serve {} without --token-file: anyone who can reach it could read and \
-             control every job (say --insecure-no-auth to do it anyway)",
-            args.listen
-        ));
+    if !(args.shutdown_grace.is_finite() && args.shutdown_grace >= 0.0) {
+        return Err("--shutdown-grace must be a number of seconds".into());
     }
-    let store = Arc::new(
-        Store::open(root).map_err(|e| format!("cannot open root {}: {e}", root.display()))?,
-    );
-    let listener = TcpListener::bind(args.listen)
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
-    listen::set_timeouts(&listener, read_timeout, write_timeout)
-        .map_err(|e| format!("cannot set socket timeouts: {e}"))?;
-    match listen::raise_open_files_limit() {
-        Ok(limit) => log::debug!("open files limit: {limit}"),
-        Err(e) => log::warn!("cannot raise the open files limit: {e}"),
-    }
-    let runner_config = RunnerConfig {
-        max_jobs: args.max_jobs.max(1),
-        cancel_grace: Duration::from_secs_f64(args.cancel_grace),
+    let config = ServeConfig {
+        root: root.to_owned(),
+        listen: args.listen,
+        limits: Limits {
+            workers: args.workers.max(1),
+            max_downloads: args.max_downloads.max(1),
+            sendfile: !args.no_sendfile,
+            max_connections: args.max_connections.max(1),
+        },
+        runner: RunnerConfig {
+            max_jobs: args.max_jobs.max(1),
+            cancel_grace: Duration::from_secs_f64(args.cancel_grace),
+        },
+        tokens: args.token_file.as_deref().map(load_tokens).transpose()?,
+        insecure_no_auth: args.insecure_no_auth,
+        read_timeout: seconds(args.read_timeout, "--read-timeout")?,
+        write_timeout: seconds(args.write_timeout, "--write-timeout")?,
+        shutdown_grace: Duration::from_secs_f64(args.shutdown_grace),
     };
-    let runner = Runner::start(Arc::clone(&store), runner_config.clone())
-        .map_err(|e| format!("cannot start the job runner: {e}"))?;
-    let limits = Limits {
-        workers: args.workers.max(1),
-        max_downloads: args.max_downloads.max(1),
-        sendfile: !args.no_sendfile,
-        max_connections: args.max_connections.max(1),
-    };
-    if tokens.is_none() {
-        log::info!("access control: off (no --token-file)");
-    }
-    let app = Arc::new(App::new(
-        store,
-        runner.clone(),
-        tokens,
-        limits,
-        local.port(),
-    ));
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop_flag = Arc::clone(&stop);
-    signals::on_termination(move |_| stop_flag.store(true, Ordering::Release))
-        .map_err(|e| format!("cannot watch for signals: {e}"))?;
-
-    log::info!("serving {} on http://{local}", root.display());
-    if let Some(on_ready) = on_ready {
-        on_ready(&app, local)?;
-    }
-    server::serve(Arc::clone(&app), listener, stop).map_err(|e| format!("server failed: {e}"))?;
-    runner.shutdown(runner_config.cancel_grace + Duration::from_secs(5));
-    log::info!("stopped");
-    Ok(())
+    service::serve(config, on_ready)
 }
 
 /// The demo: a temporary root with the demo recipe, one job started

@@ -49,6 +49,18 @@ pub enum Outcome {
     Failed,
 }
 
+impl Outcome {
+    /// The `outcome` label of the download metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Completed => "completed",
+            Outcome::ClientGone => "client_gone",
+            Outcome::Changed => "changed",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
 /// What the access log records of a finished download.
 pub struct Sent {
     pub status: u16,

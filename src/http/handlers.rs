@@ -92,7 +92,8 @@ pub fn dispatch(app: &App, matched: Matched, request: &mut Request) -> Result<Re
             body: super::openapi::SPEC.as_bytes().to_vec(),
             headers: Vec::new(),
         }),
-        Route::Metrics | Route::Events(_) | Route::WebSocket(_) => Err(ApiError::NotImplemented),
+        Route::Metrics => metrics(app),
+        Route::Events(_) | Route::WebSocket(_) => Err(ApiError::NotImplemented),
     }
 }
 
@@ -263,6 +264,32 @@ pub fn job_view(app: &App, dir: &JobDir) -> Value {
         "updated_at": dir.last_write().map(timefmt::rfc3339),
         "has_model": dir.has_model().unwrap_or(false),
         "progress": summary,
+    })
+}
+
+/// `GET /metrics`: the Prometheus text exposition, with the jobs counted
+/// by status now.
+fn metrics(app: &App) -> Result<Reply, ApiError> {
+    let mut counts: Vec<(JobStatus, usize)> = Vec::new();
+    for id in app.store.job_ids().map_err(internal("listing jobs"))? {
+        let Ok(Some(dir)) = app.store.job(&id) else {
+            continue;
+        };
+        let (step, total) = app
+            .progress(&dir)
+            .map_or((None, None), |(p, _)| (p.step, p.total_steps));
+        let status = status_of(&dir, dir.record().map(|r| r.status), step, total);
+        match counts.iter_mut().find(|(s, _)| *s == status) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((status, 1)),
+        }
+    }
+    let text = app.metrics.render(app.downloads.current(), app.runner.active_count(), &counts);
+    Ok(Reply::Page {
+        status: 200,
+        content_type: "text/plain; version=0.0.4; charset=utf-8",
+        body: text.into_bytes(),
+        headers: Vec::new(),
     })
 }
 

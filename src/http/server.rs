@@ -41,8 +41,26 @@ const RETIRE_AFTER: Duration = Duration::from_secs(600);
 
 /// Serves `listener` until `stop` is set. Returns once the dispatcher and
 /// workers have stopped; downloads in flight keep their own threads.
-pub fn serve(app: Arc<App>, listener: TcpListener, stop: Arc<AtomicBool>) -> io::Result<()> {
-    let (queue, jobs) = sync_channel::<Request>(QUEUE_DEPTH);
+/// What the watchdog sends to prove the server answers: a channel on which
+/// a worker reports whether a request went through the router and a
+/// handler (which reads the store).
+pub type Probe = std::sync::mpsc::Sender<bool>;
+
+/// What the workers take from the queue.
+enum Work {
+    Request(Request),
+    Probe(Probe),
+}
+
+/// Serves `listener` until `stop` is set. Returns once the dispatcher and
+/// workers have stopped; downloads in flight keep their own threads.
+pub fn serve(
+    app: Arc<App>,
+    listener: TcpListener,
+    stop: Arc<AtomicBool>,
+    probes: Receiver<Probe>,
+) -> io::Result<()> {
+    let (queue, jobs) = sync_channel::<Work>(QUEUE_DEPTH);
     let jobs = Arc::new(Mutex::new(jobs));
     let mut workers = Vec::with_capacity(app.limits.workers);
     for index in 0..app.limits.workers.max(1) {
@@ -53,7 +71,7 @@ pub fn serve(app: Arc<App>, listener: TcpListener, stop: Arc<AtomicBool>) -> io:
                 .spawn(move || work(&app, &jobs))?,
         );
     }
-    dispatch(&listener, app.limits.max_connections, &queue, &stop)?;
+    dispatch(&app, &listener, &queue, &stop, &probes)?;
     drop(queue);
     for worker in workers {
         let _ = worker.join();
@@ -71,11 +89,13 @@ fn new_http_server(
 
 /// Moves requests from tiny_http to the worker queue until `stop` is set.
 fn dispatch(
+    app: &App,
     listener: &TcpListener,
-    max_connections: usize,
-    queue: &SyncSender<Request>,
+    queue: &SyncSender<Work>,
     stop: &AtomicBool,
+    probes: &Receiver<Probe>,
 ) -> io::Result<()> {
+    let max_connections = app.limits.max_connections;
     let mut current = new_http_server(listener, max_connections)?;
     // Servers whose accept loop died, still delivering requests from the
     // connections they accepted, with the time of their last request.
@@ -90,6 +110,7 @@ fn dispatch(
             match new_http_server(listener, max_connections) {
                 Ok(fresh) => {
                     log::info!("accept loop restarted");
+                    app.metrics.accept_restarted();
                     let old = std::mem::replace(&mut current, fresh);
                     retired.push((old, Instant::now()));
                     broken = false;
@@ -103,7 +124,7 @@ fn dispatch(
         match current.recv_timeout(POLL) {
             Ok(Some(request)) => {
                 failures = 0;
-                if queue.send(request).is_err() {
+                if queue.send(Work::Request(request)).is_err() {
                     break;
                 }
             }
@@ -114,10 +135,15 @@ fn dispatch(
                 log::error!("the accept loop stopped ({e}); starting a new one on the same socket");
             }
         }
+        // Probes take the path requests take, so an answer proves this
+        // loop and the workers are alive.
+        while let Ok(probe) = probes.try_recv() {
+            let _ = queue.send(Work::Probe(probe));
+        }
         retired.retain_mut(|(server, last)| {
             while let Ok(Some(request)) = server.try_recv() {
                 *last = Instant::now();
-                if queue.send(request).is_err() {
+                if queue.send(Work::Request(request)).is_err() {
                     return false;
                 }
             }
@@ -128,14 +154,33 @@ fn dispatch(
     Ok(())
 }
 
-fn work(app: &Arc<App>, jobs: &Mutex<Receiver<Request>>) {
+fn work(app: &Arc<App>, jobs: &Mutex<Receiver<Work>>) {
     loop {
         let next = jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
         match next {
-            Ok(request) => handle(app, request),
+            Ok(Work::Request(request)) => handle(app, request),
+            Ok(Work::Probe(reply)) => {
+                let _ = reply.send(probe(app));
+            }
             Err(_) => return, // the dispatcher is gone
         }
     }
+}
+
+/// A synthetic `GET /api/training/jobs` through the handler (which lists
+/// the store), answered into nowhere: true when it succeeded.
+fn probe(app: &App) -> bool {
+    let mut request: Request = tiny_http::TestRequest::new()
+        .with_path("/api/training/jobs")
+        .into();
+    let matched = router::Matched {
+        route: Route::ListJobs,
+        head: false,
+    };
+    matches!(
+        handlers::dispatch(app, matched, &mut request),
+        Ok(Reply::Json(200, _))
+    )
 }
 
 /// Routes and answers one request; downloads continue on their own thread.
@@ -144,26 +189,26 @@ pub fn handle(app: &Arc<App>, mut request: Request) {
     let method = request.method().as_str().to_owned();
     let target = request.url().to_owned();
     let client = request.remote_addr().copied();
+    let routed = router::route(&method, &target);
+    let route_name = routed.as_ref().map_or("none", |m| m.route.name());
     let result = if request.body_length().is_some_and(|n| n > BODY_MAX) {
         Err(ApiError::PayloadTooLarge)
     } else {
-        router::route(&method, &target)
-            .map_err(ApiError::from)
-            .and_then(|matched| {
-                let headers = request
-                    .headers()
-                    .iter()
-                    .map(|h| (h.field.as_str().as_str(), h.value.as_str()));
-                let presented = auth::presented(headers, &method);
-                match auth::check(app.tokens.as_ref(), &matched.route, &presented) {
-                    // A browser without a token gets the login form.
-                    Err(ApiError::Unauthorized) if matched.route == Route::Index => {
-                        Ok(handlers::login_page(false))
-                    }
-                    Err(e) => Err(e),
-                    Ok(()) => handlers::dispatch(app, matched, &mut request),
+        routed.map_err(ApiError::from).and_then(|matched| {
+            let headers = request
+                .headers()
+                .iter()
+                .map(|h| (h.field.as_str().as_str(), h.value.as_str()));
+            let presented = auth::presented(headers, &method);
+            match auth::check(app.tokens.as_ref(), &matched.route, &presented) {
+                // A browser without a token gets the login form.
+                Err(ApiError::Unauthorized) if matched.route == Route::Index => {
+                    Ok(handlers::login_page(false))
                 }
-            })
+                Err(e) => Err(e),
+                Ok(()) => handlers::dispatch(app, matched, &mut request),
+            }
+        })
     };
     let (status, bytes) = match result {
         Ok(Reply::Json(status, body)) => (status, respond::send_json(request, status, &body)),
@@ -182,6 +227,9 @@ pub fn handle(app: &Arc<App>, mut request: Request) {
                 .name("download".into())
                 .spawn(move || {
                     let sent = download::serve(&app, request, download);
+                    let seconds = started.elapsed().as_secs_f64();
+                    app.metrics.request(route_name, sent.status, seconds);
+                    app.metrics.download(sent.outcome.label(), sent.bytes);
                     access_log(&method, &target, sent.status, sent.bytes, started, client);
                 });
             if let Err(e) = spawned {
@@ -205,6 +253,8 @@ pub fn handle(app: &Arc<App>, mut request: Request) {
         }
         Err(error) => (error.status(), respond::send_error(request, &error)),
     };
+    app.metrics
+        .request(route_name, status, started.elapsed().as_secs_f64());
     access_log(&method, &target, status, bytes, started, client);
 }
 

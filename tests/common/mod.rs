@@ -173,9 +173,10 @@ impl Server {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(addr) = line.split("on http://").nth(1) {
+                if let Some(rest) = line.split("on http://").nth(1) {
                     if let Some(tx) = tx.take() {
-                        let _ = tx.send(addr.trim().to_owned());
+                        let addr = rest.split_whitespace().next().unwrap_or_default();
+                        let _ = tx.send(addr.to_owned());
                     }
                 }
                 let mut log = sink.lock().unwrap();

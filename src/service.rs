@@ -1,0 +1,183 @@
+//! The server process from start to exit: the listening socket (from
+//! systemd or bound here), the app and its runner, the systemd
+//! notifications and watchdog, and the graceful stop.
+//!
+//! Stop sequence on the first SIGTERM or SIGINT: `STOPPING=1`; no new
+//! requests are taken; downloads in flight get up to the shutdown grace to
+//! finish; running trainers get SIGTERM (SIGKILL after the cancel grace)
+//! and are recorded `interrupted`; exit 0. A second signal exits at once.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::app::{App, Limits};
+use crate::http::auth::Tokens;
+use crate::http::{listen, server};
+use crate::runner::{Runner, RunnerConfig};
+use crate::signals;
+use crate::store::Store;
+use crate::systemd::{self, Notifier};
+
+/// Everything `serve` needs, from the command line.
+pub struct ServeConfig {
+    pub root: PathBuf,
+    pub listen: SocketAddr,
+    pub limits: Limits,
+    pub runner: RunnerConfig,
+    pub tokens: Option<Tokens>,
+    pub insecure_no_auth: bool,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    /// How long downloads in flight may run on after a stop signal.
+    pub shutdown_grace: Duration,
+}
+
+/// Runs once the server is ready, with the app and the address it serves.
+pub type OnReady = Box<dyn FnOnce(&App, SocketAddr) -> Result<(), String>>;
+
+/// Serves until a stop signal, then stops gracefully. Errors are one-line
+/// reasons for the operator.
+pub fn serve(config: ServeConfig, on_ready: Option<OnReady>) -> Result<(), String> {
+    let root = &config.root;
+    if !root.is_dir() {
+        return Err(format!("root {} is not a directory", root.display()));
+    }
+    let store = Arc::new(
+        Store::open(root).map_err(|e| format!("cannot open root {}: {e}", root.display()))?,
+    );
+    let (listener, activated) = match systemd::listener_from_env()
+        .map_err(|e| format!("socket activation: {e}"))?
+    {
+        Some(listener) => (listener, true),
+        None => (
+            TcpListener::bind(config.listen)
+                .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?,
+            false,
+        ),
+    };
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    if config.tokens.is_none() && !local.ip().is_loopback() && !config.insecure_no_auth {
+        return Err(format!(
+            "refusing to serve {local} without --token-file: anyone who can reach it could \
+             read and control every job (say --insecure-no-auth to do it anyway)"
+        ));
+    }
+    listen::set_timeouts(&listener, config.read_timeout, config.write_timeout)
+        .map_err(|e| format!("cannot set socket timeouts: {e}"))?;
+    match listen::raise_open_files_limit() {
+        Ok(limit) => log::debug!("open files limit: {limit}"),
+        Err(e) => log::warn!("cannot raise the open files limit: {e}"),
+    }
+    let notifier = Notifier::from_env()
+        .map_err(|e| format!("NOTIFY_SOCKET: {e}"))?
+        .map(Arc::new);
+
+    let runner = Runner::start(Arc::clone(&store), config.runner.clone())
+        .map_err(|e| format!("cannot start the job runner: {e}"))?;
+    if config.tokens.is_none() {
+        log::info!("access control: off (no --token-file)");
+    }
+    let app = Arc::new(App::new(
+        store,
+        runner.clone(),
+        config.tokens,
+        config.limits,
+        local.port(),
+    ));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let (stop, notifier) = (Arc::clone(&stop), notifier.clone());
+        signals::on_termination(move |_| {
+            if let Some(n) = &notifier {
+                n.send("STOPPING=1");
+            }
+            stop.store(true, Ordering::Release);
+        })
+        .map_err(|e| format!("cannot watch for signals: {e}"))?;
+    }
+    let (probe_tx, probe_rx) = mpsc::channel();
+    if let Some(notifier) = &notifier {
+        start_watchdog(Arc::clone(&app), Arc::clone(notifier), probe_tx, Arc::clone(&stop));
+    }
+
+    let how = if activated { "socket from systemd" } else { "bound" };
+    log::info!("serving {} on http://{local} ({how})", root.display());
+    if let Some(on_ready) = on_ready {
+        on_ready(&app, local)?;
+    }
+    if let Some(n) = &notifier {
+        n.send(&format!("READY=1\nSTATUS={}", status_line(&app)));
+    }
+    server::serve(Arc::clone(&app), listener, stop, probe_rx)
+        .map_err(|e| format!("server failed: {e}"))?;
+
+    // Stopping: let downloads finish, then stop the trainers.
+    let deadline = Instant::now() + config.shutdown_grace;
+    while app.downloads.current() > 0 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    let unfinished = app.downloads.current();
+    if unfinished > 0 {
+        log::warn!("{unfinished} download(s) cut off by the shutdown grace");
+    }
+    runner.shutdown(config.runner.cancel_grace + Duration::from_secs(5));
+    log::info!("stopped");
+    Ok(())
+}
+
+/// The one-line `STATUS=` systemd shows.
+fn status_line(app: &App) -> String {
+    format!(
+        "serving; {} trainer(s) running, {} download(s) in flight",
+        app.runner.active_count(),
+        app.downloads.current()
+    )
+}
+
+/// Sends `WATCHDOG=1` at half of `WATCHDOG_USEC`, but only after a probe
+/// went through the dispatcher, a worker and a handler that reads the
+/// store: a hung server misses its keep-alive and systemd restarts it.
+fn start_watchdog(
+    app: Arc<App>,
+    notifier: Arc<Notifier>,
+    probes: mpsc::Sender<server::Probe>,
+    stop: Arc<AtomicBool>,
+) {
+    let Some(interval) = systemd::watchdog_interval() else {
+        // No watchdog: keep STATUS= current anyway.
+        let _ = thread::Builder::new().name("status".into()).spawn(move || {
+            while !stop.load(Ordering::Acquire) {
+                thread::sleep(Duration::from_secs(5));
+                notifier.send(&format!("STATUS={}", status_line(&app)));
+            }
+        });
+        return;
+    };
+    let spawned = thread::Builder::new().name("watchdog".into()).spawn(move || {
+        log::info!("watchdog: proving liveness every {interval:?}");
+        while !stop.load(Ordering::Acquire) {
+            let started = Instant::now();
+            let (reply_tx, reply_rx) = mpsc::channel();
+            if probes.send(reply_tx).is_err() {
+                return; // the server is gone
+            }
+            match reply_rx.recv_timeout(interval) {
+                Ok(true) => {
+                    notifier.send(&format!("WATCHDOG=1\nSTATUS={}", status_line(&app)));
+                }
+                Ok(false) => log::error!("watchdog: the probe request failed"),
+                Err(_) => log::error!("watchdog: no answer to the probe within {interval:?}"),
+            }
+            thread::sleep(interval.saturating_sub(started.elapsed()));
+        }
+    });
+    if let Err(e) = spawned {
+        log::error!("cannot start the watchdog thread: {e}");
+    }
+}
