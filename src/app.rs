@@ -23,6 +23,8 @@ pub struct Limits {
     pub sendfile: bool,
     /// Client connections open at once; more wait in the listen backlog.
     pub max_connections: usize,
+    /// Live event streams (SSE and WebSocket) at once; more get 503.
+    pub max_streams: usize,
 }
 
 impl Default for Limits {
@@ -32,6 +34,7 @@ impl Default for Limits {
             max_downloads: 16,
             sendfile: true,
             max_connections: 1024,
+            max_streams: 64,
         }
     }
 }
@@ -50,6 +53,9 @@ pub struct App {
     /// exact lengths, cheap resumes and no repeated deflating.
     pub caches: Arc<Caches>,
     pub downloads: Counter,
+    pub streams: Counter,
+    /// Set when the server starts to stop: live streams end.
+    pub stopping: std::sync::atomic::AtomicBool,
     /// The last good progress of each job, for when its file is half-written.
     last_progress: Mutex<HashMap<JobId, (Progress, &'static str)>>,
     /// The port clients connect to, to find their sockets (`http::conn`).
@@ -72,6 +78,8 @@ impl App {
             limits,
             caches: Arc::new(Caches::default()),
             downloads: Counter::default(),
+            streams: Counter::default(),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             last_progress: Mutex::new(HashMap::new()),
             local_port,
             metrics: Metrics::default(),

@@ -10,6 +10,7 @@
 //! - [`store`]: the cap-std root; the only code that touches the filesystem
 //!   on behalf of a request.
 //! - [`archive`]: the ZIP plan (pure) and the reader that streams it.
+//! - [`live`]: progress events as Server-Sent Events and over a WebSocket.
 //! - [`runner`]: recipes, the job queue, trainer processes and their signals.
 //! - [`service`]: the process from start to a graceful stop.
 //! - [`systemd`]: socket activation and `sd_notify`.
@@ -20,6 +21,7 @@ pub mod app;
 pub mod archive;
 pub mod demo;
 pub mod http;
+pub mod live;
 pub mod metrics;
 pub mod names;
 pub mod runner;

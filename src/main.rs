@@ -70,6 +70,9 @@ struct ServerArgs {
     /// Client connections open at once; more wait in the listen backlog.
     #[arg(long, default_value_t = 1024)]
     max_connections: usize,
+    /// Live event streams (SSE and WebSocket) at once; more get 503.
+    #[arg(long, default_value_t = 64)]
+    max_streams: usize,
     /// Copy file data through the server instead of sendfile(2) (for
     /// filesystems where sendfile misbehaves, and for benchmarks).
     #[arg(long)]
@@ -167,6 +170,7 @@ fn serve(root: &Path, args: &ServerArgs, on_ready: Option<OnReady>) -> Result<()
             max_downloads: args.max_downloads.max(1),
             sendfile: !args.no_sendfile,
             max_connections: args.max_connections.max(1),
+            max_streams: args.max_streams.max(1),
         },
         runner: RunnerConfig {
             max_jobs: args.max_jobs.max(1),

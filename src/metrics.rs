@@ -35,7 +35,10 @@ impl Default for Metrics {
     fn default() -> Self {
         let registry = must(Registry::new_custom(Some("trainbox".into()), None));
         let requests = must(IntCounterVec::new(
-            Opts::new("http_requests_total", "HTTP requests answered, by route and status."),
+            Opts::new(
+                "http_requests_total",
+                "HTTP requests answered, by route and status.",
+            ),
             &["route", "status"],
         ));
         let duration = must(HistogramVec::new(
@@ -119,12 +122,22 @@ impl Metrics {
     }
 
     /// The text exposition, with the gauges set to `now`.
-    pub fn render(&self, downloads_in_flight: usize, trainers: usize, jobs: &[(JobStatus, usize)]) -> String {
+    pub fn render(
+        &self,
+        downloads_in_flight: usize,
+        trainers: usize,
+        jobs: &[(JobStatus, usize)],
+    ) -> String {
         self.downloads_in_flight.set(downloads_in_flight as i64);
         self.jobs_running.set(trainers as i64);
         for status in JobStatus::ALL {
-            let count = jobs.iter().find(|(s, _)| *s == status).map_or(0, |(_, n)| *n);
-            self.jobs.with_label_values(&[status.as_str()]).set(count as i64);
+            let count = jobs
+                .iter()
+                .find(|(s, _)| *s == status)
+                .map_or(0, |(_, n)| *n);
+            self.jobs
+                .with_label_values(&[status.as_str()])
+                .set(count as i64);
         }
         let mut out = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {

@@ -50,16 +50,15 @@ pub fn serve(config: ServeConfig, on_ready: Option<OnReady>) -> Result<(), Strin
     let store = Arc::new(
         Store::open(root).map_err(|e| format!("cannot open root {}: {e}", root.display()))?,
     );
-    let (listener, activated) = match systemd::listener_from_env()
-        .map_err(|e| format!("socket activation: {e}"))?
-    {
-        Some(listener) => (listener, true),
-        None => (
-            TcpListener::bind(config.listen)
-                .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?,
-            false,
-        ),
-    };
+    let (listener, activated) =
+        match systemd::listener_from_env().map_err(|e| format!("socket activation: {e}"))? {
+            Some(listener) => (listener, true),
+            None => (
+                TcpListener::bind(config.listen)
+                    .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?,
+                false,
+            ),
+        };
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     if config.tokens.is_none() && !local.ip().is_loopback() && !config.insecure_no_auth {
         return Err(format!(
@@ -92,21 +91,31 @@ pub fn serve(config: ServeConfig, on_ready: Option<OnReady>) -> Result<(), Strin
 
     let stop = Arc::new(AtomicBool::new(false));
     {
-        let (stop, notifier) = (Arc::clone(&stop), notifier.clone());
+        let (stop, notifier, app) = (Arc::clone(&stop), notifier.clone(), Arc::clone(&app));
         signals::on_termination(move |_| {
             if let Some(n) = &notifier {
                 n.send("STOPPING=1");
             }
+            app.stopping.store(true, Ordering::Release);
             stop.store(true, Ordering::Release);
         })
         .map_err(|e| format!("cannot watch for signals: {e}"))?;
     }
     let (probe_tx, probe_rx) = mpsc::channel();
     if let Some(notifier) = &notifier {
-        start_watchdog(Arc::clone(&app), Arc::clone(notifier), probe_tx, Arc::clone(&stop));
+        start_watchdog(
+            Arc::clone(&app),
+            Arc::clone(notifier),
+            probe_tx,
+            Arc::clone(&stop),
+        );
     }
 
-    let how = if activated { "socket from systemd" } else { "bound" };
+    let how = if activated {
+        "socket from systemd"
+    } else {
+        "bound"
+    };
     log::info!("serving {} on http://{local} ({how})", root.display());
     if let Some(on_ready) = on_ready {
         on_ready(&app, local)?;
@@ -159,24 +168,26 @@ fn start_watchdog(
         });
         return;
     };
-    let spawned = thread::Builder::new().name("watchdog".into()).spawn(move || {
-        log::info!("watchdog: proving liveness every {interval:?}");
-        while !stop.load(Ordering::Acquire) {
-            let started = Instant::now();
-            let (reply_tx, reply_rx) = mpsc::channel();
-            if probes.send(reply_tx).is_err() {
-                return; // the server is gone
-            }
-            match reply_rx.recv_timeout(interval) {
-                Ok(true) => {
-                    notifier.send(&format!("WATCHDOG=1\nSTATUS={}", status_line(&app)));
+    let spawned = thread::Builder::new()
+        .name("watchdog".into())
+        .spawn(move || {
+            log::info!("watchdog: proving liveness every {interval:?}");
+            while !stop.load(Ordering::Acquire) {
+                let started = Instant::now();
+                let (reply_tx, reply_rx) = mpsc::channel();
+                if probes.send(reply_tx).is_err() {
+                    return; // the server is gone
                 }
-                Ok(false) => log::error!("watchdog: the probe request failed"),
-                Err(_) => log::error!("watchdog: no answer to the probe within {interval:?}"),
+                match reply_rx.recv_timeout(interval) {
+                    Ok(true) => {
+                        notifier.send(&format!("WATCHDOG=1\nSTATUS={}", status_line(&app)));
+                    }
+                    Ok(false) => log::error!("watchdog: the probe request failed"),
+                    Err(_) => log::error!("watchdog: no answer to the probe within {interval:?}"),
+                }
+                thread::sleep(interval.saturating_sub(started.elapsed()));
             }
-            thread::sleep(interval.saturating_sub(started.elapsed()));
-        }
-    });
+        });
     if let Err(e) = spawned {
         log::error!("cannot start the watchdog thread: {e}");
     }

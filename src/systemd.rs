@@ -59,7 +59,13 @@ fn check_listening_stream(fd: RawFd) -> io::Result<()> {
         let mut len = size_of::<libc::c_int>() as libc::socklen_t;
         // SAFETY: getsockopt writes one c_int.
         let rc = unsafe {
-            libc::getsockopt(fd, libc::SOL_SOCKET, option, (&raw mut value).cast(), &mut len)
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                option,
+                (&raw mut value).cast(),
+                &mut len,
+            )
         };
         if rc != 0 {
             return Err(io::Error::last_os_error());
@@ -73,7 +79,9 @@ fn check_listening_stream(fd: RawFd) -> io::Result<()> {
     }
     let domain = get(libc::SO_DOMAIN)?;
     if domain != libc::AF_INET && domain != libc::AF_INET6 {
-        return Err(io::Error::other("the socket from systemd is not a TCP socket"));
+        return Err(io::Error::other(
+            "the socket from systemd is not a TCP socket",
+        ));
     }
     Ok(())
 }

@@ -36,6 +36,23 @@ pub enum Reply {
     },
     /// A download, streamed on its own thread.
     Download(Download),
+    /// A live event stream, on its own thread.
+    Live(Live),
+}
+
+/// A live stream that passed its checks and holds a stream slot.
+pub struct Live {
+    pub job: JobDir,
+    pub kind: LiveKind,
+    pub slot: Slot,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiveKind {
+    /// Server-Sent Events (`/api/training/{job_id}/events`).
+    Events,
+    /// A WebSocket (`/ws/training/{job_id}`).
+    WebSocket,
 }
 
 /// A download that passed every check and holds a download slot.
@@ -93,7 +110,8 @@ pub fn dispatch(app: &App, matched: Matched, request: &mut Request) -> Result<Re
             headers: Vec::new(),
         }),
         Route::Metrics => metrics(app),
-        Route::Events(_) | Route::WebSocket(_) => Err(ApiError::NotImplemented),
+        Route::Events(id) => live(app, &id, LiveKind::Events, head),
+        Route::WebSocket(id) => live(app, &id, LiveKind::WebSocket, head),
     }
 }
 
@@ -284,7 +302,9 @@ fn metrics(app: &App) -> Result<Reply, ApiError> {
             None => counts.push((status, 1)),
         }
     }
-    let text = app.metrics.render(app.downloads.current(), app.runner.active_count(), &counts);
+    let text = app
+        .metrics
+        .render(app.downloads.current(), app.runner.active_count(), &counts);
     Ok(Reply::Page {
         status: 200,
         content_type: "text/plain; version=0.0.4; charset=utf-8",
@@ -304,21 +324,28 @@ fn checkpoints(app: &App, id: &JobId) -> Result<Reply, ApiError> {
 
 fn progress(app: &App, id: &JobId) -> Result<Reply, ApiError> {
     let dir = open_job(app, id)?;
+    let (body, _) = progress_body(app, &dir);
+    Ok(Reply::Json(200, body))
+}
+
+/// The progress document of a job (also the payload of live events), and
+/// its status.
+pub fn progress_body(app: &App, dir: &JobDir) -> (Value, JobStatus) {
     let record = dir.record();
-    let progress = app.progress(&dir);
+    let progress = app.progress(dir);
     let (step, total) = progress
         .as_ref()
         .map_or((None, None), |(p, _)| (p.step, p.total_steps));
-    let status = status_of(&dir, record.map(|r| r.status), step, total);
+    let status = status_of(dir, record.map(|r| r.status), step, total);
     let mut body = match &progress {
         Some((p, _)) => serde_json::to_value(p).unwrap_or_else(|_| json!({})),
         None => json!({}),
     };
-    body["job_id"] = json!(id.as_str());
+    body["job_id"] = json!(dir.id().as_str());
     body["status"] = json!(status);
     body["percent"] = json!(progress.as_ref().and_then(|(p, _)| p.percent()));
     body["source"] = json!(progress.as_ref().map(|(_, source)| *source));
-    Ok(Reply::Json(200, body))
+    (body, status)
 }
 
 fn history(app: &App, id: &JobId) -> Result<Reply, ApiError> {
@@ -328,6 +355,34 @@ fn history(app: &App, id: &JobId) -> Result<Reply, ApiError> {
         200,
         json!({ "job_id": id.as_str(), "history": history }),
     ))
+}
+
+fn live(app: &App, id: &JobId, kind: LiveKind, head: bool) -> Result<Reply, ApiError> {
+    let job = open_job(app, id)?;
+    if head {
+        // Headers only: what the stream would start with.
+        let content_type = match kind {
+            LiveKind::Events => "text/event-stream",
+            LiveKind::WebSocket => {
+                return Err(ApiError::BadRequest(
+                    "Expected a WebSocket handshake".into(),
+                ));
+            }
+        };
+        return Ok(Reply::Page {
+            status: 200,
+            content_type,
+            body: Vec::new(),
+            headers: vec![("Cache-Control", "no-cache".to_owned())],
+        });
+    }
+    let slot = app
+        .streams
+        .try_acquire(app.limits.max_streams)
+        .ok_or(ApiError::Unavailable(
+            "Too many live streams; try again shortly",
+        ))?;
+    Ok(Reply::Live(Live { job, kind, slot }))
 }
 
 fn download_slot(app: &App) -> Result<Slot, ApiError> {

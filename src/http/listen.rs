@@ -9,10 +9,11 @@
 
 use std::io;
 use std::net::TcpListener;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
-fn set_timeout(listener: &TcpListener, option: libc::c_int, timeout: Duration) -> io::Result<()> {
+/// Sets SO_RCVTIMEO or SO_SNDTIMEO on a socket.
+pub fn set_socket_timeout(fd: RawFd, option: libc::c_int, timeout: Duration) -> io::Result<()> {
     let tv = libc::timeval {
         tv_sec: timeout.as_secs() as libc::time_t,
         tv_usec: timeout.subsec_micros() as libc::suseconds_t,
@@ -20,7 +21,7 @@ fn set_timeout(listener: &TcpListener, option: libc::c_int, timeout: Duration) -
     // SAFETY: setsockopt reads exactly size_of::<timeval>() bytes from `tv`.
     let rc = unsafe {
         libc::setsockopt(
-            listener.as_raw_fd(),
+            fd,
             libc::SOL_SOCKET,
             option,
             (&raw const tv).cast(),
@@ -35,8 +36,8 @@ fn set_timeout(listener: &TcpListener, option: libc::c_int, timeout: Duration) -
 
 /// Sets the read and write timeouts accepted connections inherit.
 pub fn set_timeouts(listener: &TcpListener, read: Duration, write: Duration) -> io::Result<()> {
-    set_timeout(listener, libc::SO_RCVTIMEO, read)?;
-    set_timeout(listener, libc::SO_SNDTIMEO, write)
+    set_socket_timeout(listener.as_raw_fd(), libc::SO_RCVTIMEO, read)?;
+    set_socket_timeout(listener.as_raw_fd(), libc::SO_SNDTIMEO, write)
 }
 
 /// Raises the soft limit on open files to the hard limit; returns the new

@@ -39,13 +39,22 @@ mod tests {
             .collect();
         let missing: Vec<_> = routed.difference(&in_spec).collect();
         let extra: Vec<_> = in_spec.difference(&routed).collect();
-        assert!(missing.is_empty(), "routes missing from the spec: {missing:?}");
-        assert!(extra.is_empty(), "spec paths the router does not serve: {extra:?}");
+        assert!(
+            missing.is_empty(),
+            "routes missing from the spec: {missing:?}"
+        );
+        assert!(
+            extra.is_empty(),
+            "spec paths the router does not serve: {extra:?}"
+        );
         // Every operation documents its errors as {"detail"}.
         for (path, ops) in spec["paths"].as_object().unwrap() {
             for (method, op) in ops.as_object().unwrap() {
                 let responses = op["responses"].as_object().unwrap();
-                assert!(responses.contains_key("400"), "{method} {path} documents 400");
+                assert!(
+                    responses.contains_key("400"),
+                    "{method} {path} documents 400"
+                );
             }
         }
     }

@@ -451,8 +451,22 @@ mod tests {
     }
 
     const ALL_VARIANTS: &[&str] = &[
-        "Index", "Health", "Metrics", "OpenApi", "Login", "Logout", "ListJobs", "StartJob", "Job",
-        "Checkpoints", "Progress", "History", "Events", "WebSocket", "Control", "DownloadModel",
+        "Index",
+        "Health",
+        "Metrics",
+        "OpenApi",
+        "Login",
+        "Logout",
+        "ListJobs",
+        "StartJob",
+        "Job",
+        "Checkpoints",
+        "Progress",
+        "History",
+        "Events",
+        "WebSocket",
+        "Control",
+        "DownloadModel",
         "DownloadLogs",
     ];
 
@@ -465,7 +479,8 @@ mod tests {
         for (methods, template) in ENDPOINTS {
             let target = template.replace("{job_id}", "j1");
             for method in methods.split(", ") {
-                let m = route(method, &target).unwrap_or_else(|e| panic!("{method} {target}: {e:?}"));
+                let m =
+                    route(method, &target).unwrap_or_else(|e| panic!("{method} {target}: {e:?}"));
                 seen.insert(m.route.name());
             }
             assert!(

@@ -238,6 +238,19 @@ pub fn handle(app: &Arc<App>, mut request: Request) {
             }
             return;
         }
+        Ok(Reply::Live(live)) => {
+            let app = Arc::clone(app);
+            let spawned = thread::Builder::new().name("live".into()).spawn(move || {
+                let (status, bytes) = crate::live::serve(&app, request, live);
+                let seconds = started.elapsed().as_secs_f64();
+                app.metrics.request(route_name, status, seconds);
+                access_log(&method, &target, status, bytes, started, client);
+            });
+            if let Err(e) = spawned {
+                log::error!("cannot start a live-stream thread: {e}");
+            }
+            return;
+        }
         Err(ApiError::PayloadTooLarge) => {
             // Refused without reading the body: stop reading first (tiny_http
             // would drain it), answer, then close.
