@@ -356,13 +356,7 @@ fn a_file_changing_mid_stream_aborts_the_response() {
     let mut first = vec![0u8; 64 * 1024];
     let n = stream.read(&mut first).unwrap();
     let head = String::from_utf8_lossy(&first[..n]).into_owned();
-    let length: u64 = head
-        .lines()
-        .find_map(|l| l.strip_prefix("Content-Length: "))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let length = content_length(&head) as u64;
     // The client has stopped reading; the file changes under the server.
     let mut f = fs::OpenOptions::new().write(true).open(&big).unwrap();
     f.seek(SeekFrom::Start(0)).unwrap();

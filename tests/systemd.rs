@@ -125,13 +125,7 @@ fn socket_activation_notify_watchdog_and_a_graceful_stop() {
     let mut head = vec![0u8; 4096];
     let n = download.read(&mut head).unwrap();
     let text = String::from_utf8_lossy(&head[..n]).into_owned();
-    let length: usize = text
-        .lines()
-        .find_map(|l| l.strip_prefix("Content-Length: "))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let length = content_length(&text);
     let body_start = text.find("\r\n\r\n").unwrap() + 4;
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };

@@ -115,7 +115,7 @@ pub fn dispatch(app: &App, matched: Matched, request: &mut Request) -> Result<Re
     }
 }
 
-fn html(status: u16, page: &'static str, headers: Vec<(&'static str, String)>) -> Reply {
+fn html(status: u16, page: &str, headers: Vec<(&'static str, String)>) -> Reply {
     Reply::Page {
         status,
         content_type: "text/html; charset=utf-8",
@@ -126,12 +126,8 @@ fn html(status: u16, page: &'static str, headers: Vec<(&'static str, String)>) -
 
 /// The login form, for a browser that has no (valid) token yet.
 pub fn login_page(failed: bool) -> Reply {
-    let page = if failed {
-        crate::ui::LOGIN_FAILED_HTML
-    } else {
-        crate::ui::LOGIN_HTML
-    };
-    html(401, page, vec![("WWW-Authenticate", "Bearer".to_owned())])
+    let page = crate::ui::login_html(failed);
+    html(401, &page, vec![("WWW-Authenticate", "Bearer".to_owned())])
 }
 
 fn see_other(location: &str, mut headers: Vec<(&'static str, String)>) -> Reply {
@@ -223,20 +219,19 @@ fn job(app: &App, id: &JobId) -> Result<Reply, ApiError> {
     Ok(Reply::Json(200, job_view(app, &dir)))
 }
 
-/// The status of a job: its record's, or derived from its files.
+/// The status of a job: its record's, or derived from its files (the
+/// time of their last write is looked up only then).
 fn status_of(
-    dir: &JobDir,
     record_status: Option<JobStatus>,
     step: Option<u64>,
     total: Option<u64>,
+    last_write: impl FnOnce() -> Option<SystemTime>,
 ) -> JobStatus {
     record_status.unwrap_or_else(|| {
-        let idle = dir.last_write().and_then(|t| {
+        let idle = last_write().map(|t| {
             SystemTime::now()
                 .duration_since(t)
-                .ok()
-                .map(|d| d.as_secs() as i64)
-                .or(Some(0))
+                .map_or(0, |d| d.as_secs() as i64)
         });
         derive_status(step, total, idle)
     })
@@ -249,7 +244,10 @@ pub fn job_view(app: &App, dir: &JobDir) -> Value {
     let (step, total) = progress
         .as_ref()
         .map_or((None, None), |(p, _)| (p.step, p.total_steps));
-    let status = status_of(dir, record.as_ref().map(|r| r.status), step, total);
+    let last_write = dir.last_write();
+    let status = status_of(record.as_ref().map(|r| r.status), step, total, || {
+        last_write
+    });
     let created_at = record.as_ref().map(|r| r.created_at.clone()).or_else(|| {
         let meta = dir.dir().dir_metadata().ok()?;
         let created = meta.created().or_else(|_| meta.modified()).ok()?;
@@ -279,7 +277,7 @@ pub fn job_view(app: &App, dir: &JobDir) -> Value {
         "exit_code": record.as_ref().and_then(|r| r.exit_code),
         "signal": record.as_ref().and_then(|r| r.signal),
         "error": record.as_ref().and_then(|r| r.error.clone()),
-        "updated_at": dir.last_write().map(timefmt::rfc3339),
+        "updated_at": last_write.map(timefmt::rfc3339),
         "has_model": dir.has_model().unwrap_or(false),
         "progress": summary,
     })
@@ -296,7 +294,9 @@ fn metrics(app: &App) -> Result<Reply, ApiError> {
         let (step, total) = app
             .progress(&dir)
             .map_or((None, None), |(p, _)| (p.step, p.total_steps));
-        let status = status_of(&dir, dir.record().map(|r| r.status), step, total);
+        let status = status_of(dir.record().map(|r| r.status), step, total, || {
+            dir.last_write()
+        });
         match counts.iter_mut().find(|(s, _)| *s == status) {
             Some((_, n)) => *n += 1,
             None => counts.push((status, 1)),
@@ -336,7 +336,7 @@ pub fn progress_body(app: &App, dir: &JobDir) -> (Value, JobStatus) {
     let (step, total) = progress
         .as_ref()
         .map_or((None, None), |(p, _)| (p.step, p.total_steps));
-    let status = status_of(dir, record.map(|r| r.status), step, total);
+    let status = status_of(record.map(|r| r.status), step, total, || dir.last_write());
     let mut body = match &progress {
         Some((p, _)) => serde_json::to_value(p).unwrap_or_else(|_| json!({})),
         None => json!({}),

@@ -33,6 +33,8 @@ use walk::WalkedFile;
 const SMALL_FILE_MAX: u64 = 16 << 20;
 /// How much of the end of `metrics.jsonl` the history reads.
 const HISTORY_TAIL_MAX: u64 = 8 << 20;
+/// How much of it the latest progress reads (the last line is enough).
+const LAST_SAMPLE_TAIL: u64 = 64 << 10;
 
 pub const JOBS_DIR: &str = "jobs";
 pub const RECORD_FILE: &str = "job.json";
@@ -263,25 +265,18 @@ impl JobDir {
                 None => ProgressRead::Unreadable,
             };
         }
+        // Only the end of the history is needed for its last sample.
         if let Ok(Some(last)) = self
-            .history_tail()
+            .history_tail(LAST_SAMPLE_TAIL)
             .map(|h| h.and_then(|h| h.into_iter().last()))
         {
             return ProgressRead::Found(last, HISTORY_FILE);
         }
-        let newest_hf = self.checkpoints().ok().and_then(|cps| {
-            cps.into_iter()
-                .filter(|c| c.kind == "hf")
-                .max_by_key(|c| c.step)
-        });
-        if let Some(checkpoint) = newest_hf {
-            let path = format!("{MODEL_DIR}/{}/{TRAINER_STATE_FILE}", checkpoint.name);
-            if let Ok(Some(bytes)) = self.read_small(&path) {
-                return match Progress::from_trainer_state(&bytes) {
-                    Some(p) => ProgressRead::Found(p, TRAINER_STATE_FILE),
-                    None => ProgressRead::Unreadable,
-                };
-            }
+        if let Some(bytes) = self.newest_trainer_state() {
+            return match Progress::from_trainer_state(&bytes) {
+                Some(p) => ProgressRead::Found(p, TRAINER_STATE_FILE),
+                None => ProgressRead::Unreadable,
+            };
         }
         ProgressRead::Absent
     }
@@ -289,34 +284,42 @@ impl JobDir {
     /// The progress history: the valid lines of the end of `metrics.jsonl`,
     /// else the newest checkpoint's `log_history`.
     pub fn history(&self) -> io::Result<Vec<Progress>> {
-        if let Some(history) = self.history_tail()? {
+        if let Some(history) = self.history_tail(HISTORY_TAIL_MAX)? {
             return Ok(history);
         }
-        let newest_hf = self
-            .checkpoints()?
-            .into_iter()
-            .filter(|c| c.kind == "hf")
-            .max_by_key(|c| c.step);
-        if let Some(checkpoint) = newest_hf {
-            let path = format!("{MODEL_DIR}/{}/{TRAINER_STATE_FILE}", checkpoint.name);
-            if let Some(bytes) = self.read_small(&path)? {
-                return Ok(Progress::history_from_trainer_state(&bytes));
-            }
-        }
-        Ok(Vec::new())
+        Ok(self
+            .newest_trainer_state()
+            .map(|bytes| Progress::history_from_trainer_state(&bytes))
+            .unwrap_or_default())
     }
 
-    /// The samples in the last [`HISTORY_TAIL_MAX`] bytes of `metrics.jsonl`;
-    /// `None` when the file does not exist. Malformed lines (a line being
-    /// written, say) are skipped.
-    fn history_tail(&self) -> io::Result<Option<Vec<Progress>>> {
+    /// The `trainer_state.json` of the `checkpoint-N` directory with the
+    /// largest N (names only: no sizes, no other checkpoint is read).
+    fn newest_trainer_state(&self) -> Option<Vec<u8>> {
+        let newest = self
+            .dir
+            .read_dir(MODEL_DIR)
+            .ok()?
+            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+            .filter(|name| name.starts_with("checkpoint"))
+            .filter_map(|name| Some((step_from_name(&name)?, name)))
+            .max()?;
+        self.read_small(&format!("{MODEL_DIR}/{}/{TRAINER_STATE_FILE}", newest.1))
+            .ok()
+            .flatten()
+    }
+
+    /// The samples in the last `max` bytes of `metrics.jsonl`; `None` when
+    /// the file does not exist. Malformed lines (a line being written, say)
+    /// are skipped.
+    fn history_tail(&self, max: u64) -> io::Result<Option<Vec<Progress>>> {
         let mut file = match self.open_regular(HISTORY_FILE) {
             Ok(file) => file,
             Err(e) if is_missing(&e) => return Ok(None),
             Err(e) => return Err(e),
         };
         let len = file.metadata()?.len();
-        let start = len.saturating_sub(HISTORY_TAIL_MAX);
+        let start = len.saturating_sub(max);
         file.seek(SeekFrom::Start(start))?;
         let mut bytes = Vec::new();
         file.take(len - start).read_to_end(&mut bytes)?;

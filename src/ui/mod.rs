@@ -3,8 +3,13 @@
 /// `GET /`: jobs, live progress and loss curve, checkpoints and downloads.
 pub const INDEX_HTML: &str = include_str!("index.html");
 
-/// The login form (`POST /login`), for a browser without a token.
-pub const LOGIN_HTML: &str = include_str!("login.html");
-
-/// The login form after a wrong token.
-pub const LOGIN_FAILED_HTML: &str = include_str!("login-failed.html");
+/// The login form (`POST /login`), for a browser without a token; after a
+/// wrong token it says so.
+pub fn login_html(failed: bool) -> String {
+    let message = if failed {
+        r#"<p style="color:#b91c1c">That token is not valid.</p>"#
+    } else {
+        ""
+    };
+    include_str!("login.html").replace("<!--message-->", message)
+}

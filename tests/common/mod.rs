@@ -485,3 +485,13 @@ pub fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
     }
     check()
 }
+
+/// The `Content-Length` of a response head given as text.
+pub fn content_length(head: &str) -> usize {
+    head.lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .expect("a Content-Length header")
+        .trim()
+        .parse()
+        .expect("a number")
+}
