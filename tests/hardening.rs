@@ -118,6 +118,12 @@ fn roles_decide_what_a_token_may_do() {
         if matches!(path.as_str(), "/login" | "/logout" | "/healthz") {
             continue;
         }
+        // An event stream of a running job never ends: its head is enough.
+        let method = if path.ends_with("/events") {
+            "HEAD"
+        } else {
+            method
+        };
         let as_reader = request(&server, method, &path, &read);
         let as_controller = request(&server, method, &path, &control);
         if method == "POST" {
