@@ -45,8 +45,6 @@ pub enum ApiError {
     Unavailable(&'static str),
     /// 500: something failed on the server; the cause is logged, not sent.
     Internal,
-    /// 501: the endpoint is part of the API but not built yet.
-    NotImplemented,
 }
 
 impl ApiError {
@@ -67,7 +65,6 @@ impl ApiError {
             ApiError::PayloadTooLarge => 413,
             ApiError::Unavailable(_) => 503,
             ApiError::Internal => 500,
-            ApiError::NotImplemented => 501,
         }
     }
 
@@ -104,7 +101,6 @@ impl fmt::Display for ApiError {
             ApiError::PayloadTooLarge => f.write_str("Request body too large"),
             ApiError::Unavailable(why) => f.write_str(why),
             ApiError::Internal => f.write_str("Internal Server Error"),
-            ApiError::NotImplemented => f.write_str("Not implemented yet"),
         }
     }
 }

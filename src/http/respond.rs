@@ -38,7 +38,6 @@ pub fn reason(status: u16) -> &'static str {
         413 => "Content Too Large",
         416 => "Range Not Satisfiable",
         500 => "Internal Server Error",
-        501 => "Not Implemented",
         503 => "Service Unavailable",
         _ => "",
     }

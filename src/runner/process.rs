@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -199,11 +199,6 @@ pub fn sweep_leftovers(pgid: i32, job: &JobId) -> usize {
         unsafe { libc::kill(*pid, libc::SIGKILL) };
     }
     members.len()
-}
-
-/// The raw descriptor of anything that has one (for `Launch::job_dir_fd`).
-pub fn raw(fd: &impl AsRawFd) -> RawFd {
-    fd.as_raw_fd()
 }
 
 #[cfg(test)]

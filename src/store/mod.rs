@@ -61,10 +61,6 @@ impl Store {
         Ok(Store { root, path })
     }
 
-    pub fn root(&self) -> &Dir {
-        &self.root
-    }
-
     /// The absolute path of a job's directory, for trainers' environment.
     pub fn job_path(&self, id: &JobId) -> PathBuf {
         self.path.join(JOBS_DIR).join(id.as_str())
