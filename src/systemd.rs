@@ -20,9 +20,8 @@ const LISTEN_FDS_START: RawFd = 3;
 pub fn listener_from_env() -> io::Result<Option<TcpListener>> {
     let pid = std::env::var("LISTEN_PID").ok();
     let fds = std::env::var("LISTEN_FDS").ok();
-    // SAFETY: removing variables before any other thread reads them (this
-    // runs at start-up, single-threaded apart from the signal thread, which
-    // reads no environment).
+    // SAFETY: this runs at start-up, before the server starts any thread,
+    // so nothing reads the environment concurrently.
     unsafe {
         std::env::remove_var("LISTEN_PID");
         std::env::remove_var("LISTEN_FDS");

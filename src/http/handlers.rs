@@ -153,15 +153,7 @@ fn cookie(token: &str, clear: bool) -> String {
 /// `POST /login`: a form (`token=...`); a valid token becomes a cookie and
 /// the browser goes to the page; anything else gets the form again.
 fn login(app: &App, request: &mut Request) -> Result<Reply, ApiError> {
-    if request.body_length().is_some_and(|n| n > BODY_MAX) {
-        return Err(ApiError::PayloadTooLarge);
-    }
-    let mut body = Vec::new();
-    request
-        .as_reader()
-        .take(BODY_MAX as u64)
-        .read_to_end(&mut body)
-        .map_err(|_| ApiError::BadRequest("The request body could not be read".into()))?;
+    let body = body(request)?;
     let Some(tokens) = app.tokens.as_ref() else {
         return Ok(see_other("/", Vec::new()));
     };
@@ -440,9 +432,15 @@ fn download_logs(app: &App, id: &JobId, head: bool) -> Result<Reply, ApiError> {
     }))
 }
 
-/// Reads a JSON request body of at most [`BODY_MAX`] bytes. A larger
-/// declared length is refused before a byte of it is read.
+/// Reads and parses a JSON request body (see [`body`]).
 fn json_body(request: &mut Request) -> Result<Value, ApiError> {
+    serde_json::from_slice(&body(request)?)
+        .map_err(|e| ApiError::BadRequest(format!("Malformed JSON body: {e}")))
+}
+
+/// Reads a request body of at most [`BODY_MAX`] bytes. A larger declared
+/// length is refused before a byte of it is read.
+fn body(request: &mut Request) -> Result<Vec<u8>, ApiError> {
     if request.body_length().is_some_and(|n| n > BODY_MAX) {
         return Err(ApiError::PayloadTooLarge);
     }
@@ -455,8 +453,7 @@ fn json_body(request: &mut Request) -> Result<Value, ApiError> {
     if body.len() > BODY_MAX {
         return Err(ApiError::PayloadTooLarge);
     }
-    serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("Malformed JSON body: {e}")))
+    Ok(body)
 }
 
 /// `POST /api/training/jobs`: `{"recipe", "name"?, "params"?}` → 201 and the job.
