@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::archive::cache::Caches;
 use crate::http::auth::Tokens;
@@ -25,6 +26,12 @@ pub struct Limits {
     pub max_connections: usize,
     /// Live event streams (SSE and WebSocket) at once; more get 503.
     pub max_streams: usize,
+    /// How long a connection may be silent waiting for its next request.
+    pub read_timeout: Duration,
+    /// How long a client has for a whole request head, however it trickles.
+    pub header_timeout: Duration,
+    /// How long a client may stop reading a response before it is dropped.
+    pub write_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -35,6 +42,9 @@ impl Default for Limits {
             sendfile: true,
             max_connections: 1024,
             max_streams: 64,
+            read_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -58,19 +68,11 @@ pub struct App {
     pub stopping: std::sync::atomic::AtomicBool,
     /// The last good progress of each job, for when its file is half-written.
     last_progress: Mutex<HashMap<JobId, (Progress, &'static str)>>,
-    /// The port clients connect to, to find their sockets (`http::conn`).
-    pub local_port: u16,
     pub metrics: Metrics,
 }
 
 impl App {
-    pub fn new(
-        store: Arc<Store>,
-        runner: Runner,
-        tokens: Option<Tokens>,
-        limits: Limits,
-        local_port: u16,
-    ) -> App {
+    pub fn new(store: Arc<Store>, runner: Runner, tokens: Option<Tokens>, limits: Limits) -> App {
         App {
             store,
             runner,
@@ -81,7 +83,6 @@ impl App {
             streams: Counter::default(),
             stopping: std::sync::atomic::AtomicBool::new(false),
             last_progress: Mutex::new(HashMap::new()),
-            local_port,
             metrics: Metrics::default(),
         }
     }

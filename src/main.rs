@@ -92,10 +92,15 @@ struct ServerArgs {
     /// it can read and control every job).
     #[arg(long)]
     insecure_no_auth: bool,
-    /// Seconds a connection may be silent while the server waits for a
-    /// request or its body; then it is closed.
+    /// Seconds a connection may stay silent waiting for its next request
+    /// (counted from the end of the previous response); then it is closed.
     #[arg(long, default_value_t = 30.0)]
     read_timeout: f64,
+    /// Seconds a client has to send a whole request head, however slowly
+    /// it trickles; then it gets 408. Request bodies must then keep up at
+    /// least 4 KiB/s.
+    #[arg(long, default_value_t = 10.0)]
+    header_timeout: f64,
     /// Seconds a client may stop reading a response; then it is dropped.
     #[arg(long, default_value_t = 60.0)]
     write_timeout: f64,
@@ -171,6 +176,9 @@ fn serve(root: &Path, args: &ServerArgs, on_ready: Option<OnReady>) -> Result<()
             sendfile: !args.no_sendfile,
             max_connections: args.max_connections.max(1),
             max_streams: args.max_streams.max(1),
+            read_timeout: seconds(args.read_timeout, "--read-timeout")?,
+            header_timeout: seconds(args.header_timeout, "--header-timeout")?,
+            write_timeout: seconds(args.write_timeout, "--write-timeout")?,
         },
         runner: RunnerConfig {
             max_jobs: args.max_jobs.max(1),
@@ -178,8 +186,6 @@ fn serve(root: &Path, args: &ServerArgs, on_ready: Option<OnReady>) -> Result<()
         },
         tokens: args.token_file.as_deref().map(load_tokens).transpose()?,
         insecure_no_auth: args.insecure_no_auth,
-        read_timeout: seconds(args.read_timeout, "--read-timeout")?,
-        write_timeout: seconds(args.write_timeout, "--write-timeout")?,
         shutdown_grace: Duration::from_secs_f64(args.shutdown_grace),
     };
     service::serve(config, on_ready)

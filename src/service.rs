@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::app::{App, Limits};
 use crate::http::auth::Tokens;
-use crate::http::{listen, server};
+use crate::http::server;
 use crate::runner::{Runner, RunnerConfig};
 use crate::signals;
 use crate::store::Store;
@@ -31,8 +31,6 @@ pub struct ServeConfig {
     pub runner: RunnerConfig,
     pub tokens: Option<Tokens>,
     pub insecure_no_auth: bool,
-    pub read_timeout: Duration,
-    pub write_timeout: Duration,
     /// How long downloads in flight may run on after a stop signal.
     pub shutdown_grace: Duration,
 }
@@ -66,9 +64,7 @@ pub fn serve(config: ServeConfig, on_ready: Option<OnReady>) -> Result<(), Strin
              read and control every job (say --insecure-no-auth to do it anyway)"
         ));
     }
-    listen::set_timeouts(&listener, config.read_timeout, config.write_timeout)
-        .map_err(|e| format!("cannot set socket timeouts: {e}"))?;
-    match listen::raise_open_files_limit() {
+    match raise_open_files_limit() {
         Ok(limit) => log::debug!("open files limit: {limit}"),
         Err(e) => log::warn!("cannot raise the open files limit: {e}"),
     }
@@ -86,7 +82,6 @@ pub fn serve(config: ServeConfig, on_ready: Option<OnReady>) -> Result<(), Strin
         runner.clone(),
         config.tokens,
         config.limits,
-        local.port(),
     ));
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -138,6 +133,29 @@ pub fn serve(config: ServeConfig, on_ready: Option<OnReady>) -> Result<(), Strin
     runner.shutdown(config.runner.cancel_grace + Duration::from_secs(5));
     log::info!("stopped");
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard limit; returns the new
+/// soft limit. Each connection costs a descriptor, each download one or two
+/// more (the files it streams).
+fn raise_open_files_limit() -> std::io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write one rlimit struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(limit.rlim_cur)
 }
 
 /// The one-line `STATUS=` systemd shows.

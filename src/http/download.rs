@@ -2,18 +2,19 @@
 //! planned ZIP (exact length, ETag, Range), or deflated without a plan (the
 //! logs, `compression=deflate`) with chunked framing.
 //!
-//! The body goes to the request's raw writer in 1 MiB blocks (see
-//! `http::respond` for why). When a body must stop short — a file changed,
-//! the client stopped reading past the write timeout — the connection is
-//! shut down (`http::conn`), so the client sees a body shorter than its
-//! `Content-Length` and no stray bytes after it.
+//! The body goes to the request's `ResponseWriter` in 1 MiB blocks (see
+//! `http::respond` for why), and stored file data by sendfile(2) to that
+//! writer's own socket, which it keeps open for as long as it lives. When
+//! a body must stop short — a file changed, the client stopped reading past
+//! the write timeout — the writer shuts the connection down, so the client
+//! sees a body shorter than its `Content-Length` and no stray bytes after.
 
 use std::io::{self, BufWriter, Read, Write};
-use std::net::SocketAddr;
-use std::os::fd::RawFd;
+use std::net::Shutdown;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
-use tiny_http::Request;
+use tiny_http::{Request, ResponseWriter};
 
 use super::error::ApiError;
 use super::handlers::{Download, DownloadKind};
@@ -81,11 +82,11 @@ pub fn serve(app: &App, request: Request, download: Download) -> Sent {
         DownloadKind::Model {
             base,
             compression: Compression::Deflate,
-        } => deflated_model(app, request, job, &base, &filename, head),
+        } => deflated_model(request, job, &base, &filename, head),
         DownloadKind::Model { base, compression } => {
             planned_model(app, request, job, &base, compression, &filename, head)
         }
-        DownloadKind::Logs => logs(app, request, job, &filename, head),
+        DownloadKind::Logs => logs(request, job, &filename, head),
     }
 }
 
@@ -188,7 +189,6 @@ fn planned_model(
             };
         }
     };
-    let peer = request.remote_addr().copied();
     let mut writer = request.into_writer();
     let mut sent = match write_head(
         &mut writer,
@@ -215,11 +215,10 @@ fn planned_model(
         };
     }
     let mut reader = ArchiveReader::new(plan, source, Arc::clone(&app.caches), start, end);
+    let zero_copy = app.limits.sendfile && writer.socket_fd().is_some();
     let mut sink = SocketSink {
         writer: &mut writer,
-        socket: peer
-            .filter(|_| app.limits.sendfile)
-            .and_then(|p| super::conn::find_socket(p, app.local_port)),
+        zero_copy,
         sent: 0,
         client_failed: false,
     };
@@ -238,8 +237,7 @@ fn planned_model(
         }
     };
     if outcome != Outcome::Completed {
-        drop(writer);
-        cut(app, peer, filename, outcome);
+        cut(&writer, filename, outcome);
     }
     Sent {
         status,
@@ -248,13 +246,14 @@ fn planned_model(
     }
 }
 
-/// The connection as an archive `Sink`: bytes go through tiny_http's writer;
-/// stored file data goes by sendfile(2) from the page cache straight to the
-/// socket when its descriptor was found. Measured on loopback that is as
-/// fast as nginx's sendfile and a third of the CPU of read and write.
+/// The connection as an archive `Sink`: bytes go through the response
+/// writer; stored file data goes by sendfile(2) from the page cache straight
+/// to the writer's socket. Measured on loopback that is as fast as nginx's
+/// sendfile and a third of the CPU of read and write.
 struct SocketSink<'a> {
-    writer: &'a mut Box<dyn Write + Send>,
-    socket: Option<RawFd>,
+    writer: &'a mut ResponseWriter,
+    /// Stored data goes by sendfile(2) (the socket is plain, and allowed).
+    zero_copy: bool,
     sent: u64,
     /// Set when the failure was the client's (gone, or not reading).
     client_failed: bool,
@@ -270,7 +269,7 @@ impl SocketSink<'_> {
 impl Sink for SocketSink<'_> {
     fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.writer.write_all(bytes).map_err(|e| self.client(e))?;
-        if self.socket.is_some() {
+        if self.zero_copy {
             // Nothing may wait in tiny_http's buffer when sendfile writes next.
             self.writer.flush().map_err(|e| self.client(e))?;
         }
@@ -279,11 +278,16 @@ impl Sink for SocketSink<'_> {
     }
 
     fn zero_copy(&self) -> bool {
-        self.socket.is_some()
+        self.zero_copy
     }
 
     fn send_file(&mut self, fd: RawFd, offset: u64, len: u64) -> io::Result<()> {
-        let socket = self.socket.ok_or(io::ErrorKind::Unsupported)?;
+        // Borrowed from the writer, which holds the connection open: the
+        // number cannot have been closed and given to anything else.
+        let socket = match self.writer.socket_fd() {
+            Some(socket) if self.zero_copy => socket.as_raw_fd(),
+            _ => return Err(io::ErrorKind::Unsupported.into()),
+        };
         let mut offset = offset as libc::off_t;
         let mut left = len;
         while left > 0 {
@@ -298,7 +302,7 @@ impl Sink for SocketSink<'_> {
                     // A filesystem that cannot sendfile: copy from now on.
                     Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP) if left == len => {
                         log::info!("sendfile unsupported here ({e}); copying instead");
-                        self.socket = None;
+                        self.zero_copy = false;
                         return Err(io::ErrorKind::Unsupported.into());
                     }
                     _ if is_client_error(&e) => return Err(self.client(e)),
@@ -315,12 +319,11 @@ impl Sink for SocketSink<'_> {
     }
 }
 
-/// Ends a connection whose response stopped short.
-fn cut(app: &App, peer: Option<SocketAddr>, what: &str, outcome: Outcome) {
-    if let Some(peer) = peer {
-        let matched = super::conn::shutdown_peer(peer, app.local_port);
-        log::warn!("{what} to {peer}: {outcome:?}; connection closed ({matched} sockets)");
-    }
+/// Ends a connection whose response stopped short: the client sees the
+/// body end early instead of waiting for the rest.
+fn cut(writer: &ResponseWriter, what: &str, outcome: Outcome) {
+    let _ = writer.shutdown(Shutdown::Both);
+    log::warn!("{what}: {outcome:?}; connection closed");
 }
 
 /// A member file that must match its fingerprint when fully read.
@@ -354,13 +357,11 @@ impl<F: Read> Read for Verified<F> {
 /// Starts a chunked (or, for HTTP/1.0, close-delimited) deflated body and
 /// runs `write_zip` into it.
 fn stream_chunked(
-    app: &App,
     request: Request,
     filename: &str,
     head: bool,
     write_zip: impl FnOnce(&mut dyn Write) -> io::Result<()>,
 ) -> Sent {
-    let peer = request.remote_addr().copied();
     let http10 = request.http_version() == &tiny_http::HTTPVersion(1, 0);
     let headers = [
         ("Content-Type", "application/zip".to_owned()),
@@ -415,8 +416,7 @@ fn stream_chunked(
         }
     };
     if outcome != Outcome::Completed {
-        drop(writer);
-        cut(app, peer, filename, outcome);
+        cut(&writer, filename, outcome);
     }
     Sent {
         status: 200,
@@ -454,20 +454,13 @@ impl<W: Write> Write for Counting<W> {
     }
 }
 
-fn deflated_model(
-    app: &App,
-    request: Request,
-    job: JobDir,
-    base: &str,
-    filename: &str,
-    head: bool,
-) -> Sent {
+fn deflated_model(request: Request, job: JobDir, base: &str, filename: &str, head: bool) -> Sent {
     let files = match job.files_under(base) {
         Ok(files) => files,
         Err(e) => return failed(request, "listing the files to archive", e),
     };
     let source = JobFiles::new(job, &files);
-    stream_chunked(app, request, filename, head, |out| {
+    stream_chunked(request, filename, head, |out| {
         let members = files.iter().enumerate().map(|(index, file)| {
             let f = source.open(index)?;
             let expected = file.entry.fingerprint;
@@ -490,8 +483,8 @@ fn deflated_model(
     })
 }
 
-fn logs(app: &App, request: Request, job: JobDir, filename: &str, head: bool) -> Sent {
-    stream_chunked(app, request, filename, head, |out| {
+fn logs(request: Request, job: JobDir, filename: &str, head: bool) -> Sent {
+    stream_chunked(request, filename, head, |out| {
         let members = [LOG_FILE, PROGRESS_FILE, HISTORY_FILE]
             .into_iter()
             .filter_map(|name| match job.open_regular(name) {

@@ -2,11 +2,9 @@
 //! handler: the pure router and Range parser, errors, handlers, downloads.
 
 pub mod auth;
-pub mod conn;
 pub mod download;
 pub mod error;
 pub mod handlers;
-pub mod listen;
 pub mod openapi;
 pub mod range;
 pub mod respond;

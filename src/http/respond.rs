@@ -68,7 +68,7 @@ pub fn write_head(
     Ok(head.len() as u64)
 }
 
-fn header(name: &str, value: &str) -> Header {
+pub fn header(name: &str, value: &str) -> Header {
     Header::from_bytes(name.as_bytes(), value.as_bytes())
         .expect("static header names and ASCII values")
 }

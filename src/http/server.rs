@@ -7,13 +7,20 @@
 //!                                                              └─▶ download thread (≤ --max-downloads)
 //! ```
 //!
-//! tiny_http's accept loop ends for good on its first accept error (EMFILE
-//! under load, say). The dispatcher notices the error, builds a new tiny_http
-//! server on a clone of the same listening socket, and keeps draining the old
-//! one until its connections are gone, so the server outlives the error.
+//! Each connection is bounded inside (vendored, patched) tiny_http: the
+//! idle, head and body deadlines, the write timeout, strict framing, and
+//! bodies up to [`BODY_MAX`] read on the connection's own thread before a
+//! worker sees the request (`vendor/tiny_http/PATCHES.md`).
+//!
+//! tiny_http's accept loop now survives passing errors (EMFILE, aborted
+//! handshakes) by itself and ends only when the listener itself is broken
+//! or its thread panicked. Should that happen, the dispatcher builds a new
+//! tiny_http server on a clone of the same listening socket, backing off
+//! while it fails, and keeps draining the old one until its connections
+//! are gone.
 
-use std::io;
-use std::net::{Shutdown, SocketAddr, TcpListener};
+use std::io::{self, Cursor};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -23,13 +30,12 @@ use std::time::{Duration, Instant};
 use tiny_http::Request;
 
 use super::auth;
-use super::conn;
 use super::download;
 use super::error::ApiError;
 use super::handlers::{self, Reply};
 use super::respond;
 use super::router::{self, Route};
-use crate::app::{App, BODY_MAX};
+use crate::app::{App, BODY_MAX, Limits};
 
 /// Requests waiting for a worker; past this the dispatcher waits, and
 /// tiny_http's own queue and the listen backlog absorb the burst.
@@ -79,12 +85,39 @@ pub fn serve(
     Ok(())
 }
 
-fn new_http_server(
-    listener: &TcpListener,
-    max_connections: usize,
-) -> io::Result<tiny_http::Server> {
-    tiny_http::Server::from_listener_with_limit(listener.try_clone()?, None, max_connections)
+fn new_http_server(listener: &TcpListener, limits: &Limits) -> io::Result<tiny_http::Server> {
+    let connections = tiny_http::ConnectionConfig {
+        max_connections: limits.max_connections,
+        idle_timeout: Some(limits.read_timeout),
+        header_timeout: Some(limits.header_timeout),
+        body_min_rate: Some(BODY_MIN_RATE),
+        buffered_body_limit: BODY_MAX,
+        write_timeout: Some(limits.write_timeout),
+        error_response: protocol_error,
+    };
+    tiny_http::Server::from_listener_with_config(listener.try_clone()?, None, connections)
         .map_err(io::Error::other)
+}
+
+/// The slowest a request body may arrive (after `--header-timeout`):
+/// bodies are at most [`BODY_MAX`], so this leaves a legitimate client
+/// seconds to spare and a trickling one no way to hold a connection long.
+const BODY_MIN_RATE: u64 = 4096;
+
+/// tiny_http's own refusals (malformed, oversized or too slow requests) as
+/// JSON, like every other error.
+fn protocol_error(
+    status: tiny_http::StatusCode,
+    reason: &str,
+) -> tiny_http::Response<Cursor<Vec<u8>>> {
+    let mut detail = reason.to_owned();
+    if let Some(first) = detail.get_mut(..1) {
+        first.make_ascii_uppercase();
+    }
+    let body = serde_json::json!({ "detail": detail }).to_string();
+    tiny_http::Response::from_data(body.into_bytes())
+        .with_status_code(status)
+        .with_header(respond::header("Content-Type", "application/json"))
 }
 
 /// Moves requests from tiny_http to the worker queue until `stop` is set.
@@ -95,8 +128,7 @@ fn dispatch(
     stop: &AtomicBool,
     probes: &Receiver<Probe>,
 ) -> io::Result<()> {
-    let max_connections = app.limits.max_connections;
-    let mut current = new_http_server(listener, max_connections)?;
+    let mut current = new_http_server(listener, &app.limits)?;
     // Servers whose accept loop died, still delivering requests from the
     // connections they accepted, with the time of their last request.
     let mut retired: Vec<(tiny_http::Server, Instant)> = Vec::new();
@@ -105,15 +137,24 @@ fn dispatch(
     let mut broken = false;
     while !stop.load(Ordering::Acquire) {
         if broken {
-            // Back off while the cause (descriptors exhausted, say) lasts.
-            thread::sleep(POLL * 2u32.pow(failures.min(6)));
-            match new_http_server(listener, max_connections) {
+            // Back off while the cause lasts, but answer a stop at once.
+            let pause = POLL * 2u32.pow(failures.min(6));
+            let resume = Instant::now() + pause;
+            while Instant::now() < resume && !stop.load(Ordering::Acquire) {
+                thread::sleep(POLL.min(resume - Instant::now()));
+            }
+            if stop.load(Ordering::Acquire) {
+                break;
+            }
+            match new_http_server(listener, &app.limits) {
                 Ok(fresh) => {
                     log::info!("accept loop restarted");
                     app.metrics.accept_restarted();
+                    // Dropping a tiny_http server never blocks (patch 5).
                     let old = std::mem::replace(&mut current, fresh);
                     retired.push((old, Instant::now()));
                     broken = false;
+                    failures = 0;
                 }
                 Err(e) => {
                     failures += 1;
@@ -123,7 +164,6 @@ fn dispatch(
         }
         match current.recv_timeout(POLL) {
             Ok(Some(request)) => {
-                failures = 0;
                 if queue.send(Work::Request(request)).is_err() {
                     break;
                 }
@@ -250,19 +290,6 @@ pub fn handle(app: &Arc<App>, mut request: Request) {
                 log::error!("cannot start a live-stream thread: {e}");
             }
             return;
-        }
-        Err(ApiError::PayloadTooLarge) => {
-            // Refused without reading the body: stop reading first (tiny_http
-            // would drain it), answer, then close.
-            let error = ApiError::PayloadTooLarge;
-            if let Some(peer) = client {
-                conn::shutdown(peer, app.local_port, Shutdown::Read);
-            }
-            let bytes = respond::send_error(request, &error);
-            if let Some(peer) = client {
-                conn::shutdown_peer(peer, app.local_port);
-            }
-            (error.status(), bytes)
         }
         Err(error) => (error.status(), respond::send_error(request, &error)),
     };

@@ -10,7 +10,6 @@
 //! every 15 seconds makes sure there is one).
 
 use std::io::{self, BufWriter, Write};
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -24,7 +23,6 @@ use crate::app::App;
 use crate::http::error::ApiError;
 use crate::http::handlers::{Live, LiveKind, progress_body};
 use crate::http::respond::{self, ChunkedWriter, Framing, write_head};
-use crate::http::{conn, listen};
 use crate::store::JobDir;
 
 /// How often the job's files are looked at.
@@ -163,14 +161,14 @@ fn websocket(app: &App, request: Request, job: JobDir) -> (u16, u64) {
         Ok(key) => key,
         Err(error) => return (400, respond::send_error(request, &error)),
     };
-    let peer: Option<SocketAddr> = request.remote_addr().copied();
     let accept = Header::from_bytes("Sec-WebSocket-Accept", derive_accept_key(key.as_bytes()))
         .expect("base64 is a valid header value");
     let stream = request.upgrade("websocket", Response::empty(101).with_header(accept));
     // Reads wake up every POLL, so the loop can both watch the job and
     // answer pings and closes.
-    if let Some(fd) = peer.and_then(|p| conn::find_socket(p, app.local_port)) {
-        let _ = listen::set_socket_timeout(fd, libc::SO_RCVTIMEO, POLL);
+    if let Err(e) = stream.set_read_timeout(Some(POLL)) {
+        log::warn!("websocket: cannot bound reads ({e}); closing");
+        return (101, 0);
     }
     let mut ws = WebSocket::from_raw_socket(stream, Role::Server, None);
     let mut follower = Follower::new(job);

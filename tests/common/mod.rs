@@ -143,6 +143,13 @@ impl Server {
         Server::start_custom(root, args, env, |_| {})
     }
 
+    /// Like `start`, run by a command such as `ip netns exec NAME`.
+    pub fn start_prefixed(prefix: &[&str], root: &Path, args: &[&str]) -> Server {
+        let mut cmd = Command::new(prefix[0]);
+        cmd.args(&prefix[1..]).arg(BIN);
+        Server::spawn(cmd, root, args, &[], |_| {})
+    }
+
     /// Like `start_with`, with a last say over the command (rlimits, say).
     pub fn start_custom(
         root: &Path,
@@ -150,7 +157,16 @@ impl Server {
         env: &[(&str, &str)],
         configure: impl FnOnce(&mut Command),
     ) -> Server {
-        let mut cmd = Command::new(BIN);
+        Server::spawn(Command::new(BIN), root, args, env, configure)
+    }
+
+    fn spawn(
+        mut cmd: Command,
+        root: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        configure: impl FnOnce(&mut Command),
+    ) -> Server {
         cmd.arg("serve")
             .arg("--root")
             .arg(root)
@@ -494,4 +510,63 @@ pub fn content_length(head: &str) -> usize {
         .trim()
         .parse()
         .expect("a number")
+}
+
+/// Shrinks a client's receive buffer to `size` bytes, so that a download it
+/// stops reading fills the buffers quickly and the server's writes stall.
+/// (With 4 KiB, under the loopback MSS, the window never reopens by more
+/// than a probe's worth and draining it afterwards takes minutes; with
+/// 64 KiB it drains at once. Much larger, and the kernel keeps making room
+/// bit by bit, so the server's writes never stall for a whole timeout.)
+pub fn small_receive_buffer(stream: &TcpStream, size: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setsockopt reads one c_int.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&raw const size).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+/// Connects with a receive buffer of `size` bytes set before the handshake,
+/// so the window the server sees is small from the start (set afterwards,
+/// the kernel may already have offered more).
+pub fn connect_with_receive_buffer(addr: SocketAddr, size: libc::c_int) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let SocketAddr::V4(v4) = addr else {
+        panic!("IPv4 only: {addr}");
+    };
+    // SAFETY: a fresh socket we own; setsockopt reads one c_int; connect
+    // reads one sockaddr_in; the descriptor goes to the TcpStream.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let stream = TcpStream::from_raw_fd(fd);
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&raw const size).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        let sin = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: v4.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*v4.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let rc = libc::connect(
+            fd,
+            (&raw const sin).cast(),
+            size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(rc, 0, "connect: {}", std::io::Error::last_os_error());
+        stream
+    }
 }

@@ -108,18 +108,22 @@ use std::thread;
 use std::time::Duration;
 
 use client::ClientConnection;
+#[cfg(not(unix))]
 use connection::Connection;
 use util::MessagesQueue;
 
 pub use common::{HTTPVersion, Header, HeaderField, Method, StatusCode};
 pub use connection::{ConfigListenAddr, ListenAddr, Listener};
-pub use request::{ReadWrite, Request};
+pub use request::{ReadWrite, Request, ResponseWriter, Upgraded};
 pub use response::{Response, ResponseBox};
 pub use test::TestRequest;
 
+mod accept;
 mod client;
 mod common;
 mod connection;
+#[doc(hidden)]
+pub mod framing;
 mod request;
 mod response;
 mod ssl;
@@ -145,6 +149,11 @@ pub struct Server {
     // trainbox patch 4: open client connections, and a condvar signalled
     // when one closes
     open_connections: Arc<(Mutex<usize>, Condvar)>,
+
+    // trainbox patch 5: dropped with the server, which wakes the accept
+    // thread (its peer becomes readable) so that it ends
+    #[cfg(unix)]
+    _stop_waker: std::os::unix::net::UnixStream,
 }
 
 enum Message {
@@ -204,6 +213,68 @@ pub struct SslConfig {
     pub private_key: Vec<u8>,
 }
 
+/// trainbox patches 4–8: how each client connection is bounded.
+///
+/// The defaults keep a slow or silent client from holding a connection
+/// for long; an application that knows its clients should set its own.
+#[derive(Clone)]
+pub struct ConnectionConfig {
+    /// Client connections open at once; at the limit new clients wait in
+    /// the listen backlog (patch 4).
+    pub max_connections: usize,
+    /// How long a connection may stay silent waiting for its next request
+    /// (counted from the end of the previous response); then it is closed
+    /// without an answer. `None`: for ever.
+    pub idle_timeout: Option<Duration>,
+    /// How long a client has to send a whole request head, counted from
+    /// its first byte, however slowly the bytes trickle; then 408 and the
+    /// connection closes. Also the grace before `body_min_rate` applies.
+    pub header_timeout: Option<Duration>,
+    /// The slowest a request body may arrive, in bytes per second, after a
+    /// grace of `header_timeout`; slower bodies get 408. `None`: no limit.
+    pub body_min_rate: Option<u64>,
+    /// Bodies up to this many bytes are read by the connection's thread
+    /// before the request is handed out, so a slow body never holds a
+    /// thread of the application. Larger bodies stream to the application.
+    pub buffered_body_limit: usize,
+    /// How long one write to the client may block (`SO_SNDTIMEO`): a
+    /// client that stops reading is dropped after this. `None`: for ever.
+    pub write_timeout: Option<Duration>,
+    /// The response tiny_http sends on its own when it refuses a request
+    /// (malformed, too large, too slow), given the status and a short
+    /// reason in English. tiny_http adds `Connection: close`.
+    pub error_response: fn(StatusCode, &str) -> Response<std::io::Cursor<Vec<u8>>>,
+}
+
+impl Default for ConnectionConfig {
+    fn default() -> Self {
+        ConnectionConfig {
+            max_connections: usize::MAX,
+            idle_timeout: Some(Duration::from_secs(60)),
+            header_timeout: Some(Duration::from_secs(30)),
+            body_min_rate: Some(1024),
+            buffered_body_limit: 1024,
+            write_timeout: Some(Duration::from_secs(60)),
+            error_response: |status, _reason| {
+                Response::from_data(Vec::new()).with_status_code(status)
+            },
+        }
+    }
+}
+
+impl std::fmt::Debug for ConnectionConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionConfig")
+            .field("max_connections", &self.max_connections)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("header_timeout", &self.header_timeout)
+            .field("body_min_rate", &self.body_min_rate)
+            .field("buffered_body_limit", &self.buffered_body_limit)
+            .field("write_timeout", &self.write_timeout)
+            .finish()
+    }
+}
+
 impl Server {
     /// Shortcut for a simple server on a specific address.
     #[inline]
@@ -259,20 +330,20 @@ impl Server {
         listener: L,
         ssl_config: Option<SslConfig>,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
-        Self::from_listener_with_limit(listener, ssl_config, usize::MAX)
+        Self::from_listener_with_config(listener, ssl_config, ConnectionConfig::default())
     }
 
-    /// trainbox patch 4: like `from_listener`, with at most
-    /// `max_connections` client connections open at once. At the limit the
-    /// accept loop waits for one to close, and new clients wait in the
-    /// listen backlog; the original spawned a thread per connection without
-    /// bound.
-    pub fn from_listener_with_limit<L: Into<Listener>>(
+    /// trainbox patches 4–8: like `from_listener`, with each client
+    /// connection bounded as `connections` says (how many at once, the
+    /// timeouts, the bodies read ahead, the answer to refused requests).
+    pub fn from_listener_with_config<L: Into<Listener>>(
         listener: L,
         ssl_config: Option<SslConfig>,
-        max_connections: usize,
+        connections: ConnectionConfig,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = listener.into();
+        let max_connections = connections.max_connections.max(1);
+        let connections = Arc::new(connections);
         let open_connections = Arc::new((Mutex::new(0usize), Condvar::new()));
         let server_connections = open_connections.clone();
         // building the "close" variable
@@ -284,6 +355,12 @@ impl Server {
             log::debug!("Server listening on {}", local_addr);
             (listener, local_addr)
         };
+        // trainbox patch 5: the accept thread waits for a client or for
+        // the server to be dropped, never inside `accept(2)`.
+        #[cfg(unix)]
+        let (stop_waker, stop_signal) = std::os::unix::net::UnixStream::pair()?;
+        #[cfg(unix)]
+        server.set_nonblocking()?;
 
         // building the SSL capabilities
         #[cfg(all(feature = "ssl-openssl", feature = "ssl-rustls"))]
@@ -322,93 +399,100 @@ impl Server {
         // a new server instead of waiting on a dead one forever.
         thread::spawn(move || {
             let accept_loop = std::panic::AssertUnwindSafe(move || {
-            // a tasks pool is used to dispatch the connections into threads
-            let tasks_pool = util::TaskPool::new();
+                // a tasks pool is used to dispatch the connections into threads
+                let tasks_pool = util::TaskPool::new();
+                let mut backoff = accept::Backoff::default();
 
-            log::debug!("Running accept thread");
-            while !inside_close_trigger.load(Relaxed) {
-                {
-                    let (count, freed) = &*open_connections;
-                    let mut open = count.lock().unwrap_or_else(|e| e.into_inner());
-                    while *open >= max_connections && !inside_close_trigger.load(Relaxed) {
-                        open = freed
-                            .wait_timeout(open, std::time::Duration::from_millis(100))
-                            .unwrap_or_else(|e| e.into_inner())
-                            .0;
+                log::debug!("Running accept thread");
+                while !inside_close_trigger.load(Relaxed) {
+                    {
+                        let (count, freed) = &*open_connections;
+                        let mut open = count.lock().unwrap_or_else(|e| e.into_inner());
+                        while *open >= max_connections && !inside_close_trigger.load(Relaxed) {
+                            open = freed
+                                .wait_timeout(open, std::time::Duration::from_millis(100))
+                                .unwrap_or_else(|e| e.into_inner())
+                                .0;
+                        }
                     }
-                    *open += 1;
+                    #[cfg(unix)]
+                    match accept::wait(&server, &stop_signal) {
+                        Ok(accept::Woken::Client) => {}
+                        Ok(accept::Woken::Stop) => break,
+                        Err(e) if accept::is_transient(&e) => continue,
+                        Err(e) => {
+                            log::error!("Error waiting for new clients: {}", e);
+                            inside_messages.push(e.into());
+                            break;
+                        }
+                    }
+                    let sock = match server.accept() {
+                        Ok((sock, _)) => {
+                            backoff.succeeded();
+                            sock
+                        }
+                        // trainbox patch 5: only a broken listener ends the loop.
+                        // Aborted handshakes and spurious wake-ups are routine;
+                        // running out of descriptors or memory passes, so wait a
+                        // little (clients stay in the backlog) and go on.
+                        Err(e) if accept::is_transient(&e) => continue,
+                        Err(e) if accept::is_exhaustion(&e) => {
+                            backoff.failed(&e);
+                            continue;
+                        }
+                        Err(e) => {
+                            log::error!("Error accepting new client: {}", e);
+                            inside_messages.push(e.into());
+                            break;
+                        }
+                    };
+                    // trainbox patch 6: timeouts belong on each accepted socket;
+                    // on the listener they would also time out accept(2).
+                    if let Err(e) = accept::configure(&sock, &connections) {
+                        log::debug!("dropping a client whose socket cannot be set up: {}", e);
+                        continue;
+                    }
+                    let stream = match ssl {
+                        None => crate::util::refined_tcp_stream::Stream::from(sock),
+                        #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
+                        Some(ref ssl) => {
+                            // trying to apply SSL over the connection
+                            // if an error occurs, we just close the socket and resume listening
+                            match ssl.accept(sock) {
+                                Ok(s) => s.into(),
+                                Err(_) => continue,
+                            }
+                        }
+                        #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
+                        Some(ref _ssl) => unreachable!(),
+                    };
+                    let client = ClientConnection::new(
+                        crate::util::refined_tcp_stream::Socket::new(stream),
+                        Arc::clone(&connections),
+                    );
+                    *open_connections.0.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+                    let slot = ConnectionSlot(open_connections.clone());
+
+                    let messages = inside_messages.clone();
+                    let mut client = Some(client);
+                    let mut slot = Some(slot);
+                    tasks_pool.spawn(Box::new(move || {
+                        let _slot = slot.take();
+                        if let Some(client) = client.take() {
+                            // trainbox patch 8: the connection hands out one
+                            // request at a time, waiting for each response, so
+                            // TLS needs no synchronisation of its own here.
+                            for rq in client {
+                                messages.push(rq.into());
+                            }
+                        }
+                    }));
                 }
-                let slot = ConnectionSlot(open_connections.clone());
-                let new_client = match server.accept() {
-                    Ok((sock, _)) => {
-                        use util::RefinedTcpStream;
-                        let streams = match ssl {
-                            None => RefinedTcpStream::new(sock),
-                            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-                            Some(ref ssl) => {
-                                // trying to apply SSL over the connection
-                                // if an error occurs, we just close the socket and resume listening
-                                let sock = match ssl.accept(sock) {
-                                    Ok(s) => s,
-                                    Err(_) => continue,
-                                };
-
-                                RefinedTcpStream::new(sock)
-                            }
-                            #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-                            Some(ref _ssl) => unreachable!(),
-                        };
-                        let (read_closable, write_closable) = match streams {
-                            Ok(streams) => streams,
-                            Err(e) => {
-                                // trainbox patch 3: out of descriptors: drop this one.
-                                log::error!("dropping a connection: {}", e);
-                                continue;
-                            }
-                        };
-
-                        Ok(ClientConnection::new(write_closable, read_closable))
-                    }
-                    Err(e) => Err(e),
-                };
-
-                match new_client {
-                    Ok(client) => {
-                        let messages = inside_messages.clone();
-                        let mut client = Some(client);
-                        let mut slot = Some(slot);
-                        tasks_pool.spawn(Box::new(move || {
-                            let _slot = slot.take();
-                            if let Some(client) = client.take() {
-                                // Synchronization is needed for HTTPS requests to avoid a deadlock
-                                if client.secure() {
-                                    let (sender, receiver) = mpsc::channel();
-                                    for rq in client {
-                                        messages.push(rq.with_notify_sender(sender.clone()).into());
-                                        receiver.recv().unwrap();
-                                    }
-                                } else {
-                                    for rq in client {
-                                        messages.push(rq.into());
-                                    }
-                                }
-                            }
-                        }));
-                    }
-
-                    Err(e) => {
-                        log::error!("Error accepting new client: {}", e);
-                        inside_messages.push(e.into());
-                        break;
-                    }
-                }
-            }
-            log::debug!("Terminating accept thread");
+                log::debug!("Terminating accept thread");
             });
             if std::panic::catch_unwind(accept_loop).is_err() {
-                messages_on_panic.push(
-                    IoError::new(IoErrorKind::Other, "the accept thread panicked").into(),
-                );
+                messages_on_panic
+                    .push(IoError::new(IoErrorKind::Other, "the accept thread panicked").into());
             }
         });
 
@@ -418,6 +502,8 @@ impl Server {
             close: close_trigger,
             listening_addr: local_addr,
             open_connections: server_connections,
+            #[cfg(unix)]
+            _stop_waker: stop_waker,
         })
     }
 
@@ -438,7 +524,11 @@ impl Server {
     /// Returns the number of clients currently connected to the server.
     /// (trainbox patch 4: counted; the original was `unimplemented!()`.)
     pub fn num_connections(&self) -> usize {
-        *self.open_connections.0.lock().unwrap_or_else(|e| e.into_inner())
+        *self
+            .open_connections
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// Blocks until an HTTP request has been submitted and returns it.
@@ -486,18 +576,19 @@ impl Iterator for IncomingRequests<'_> {
 impl Drop for Server {
     fn drop(&mut self) {
         self.close.store(true, Relaxed);
-        // Connect briefly to ourselves to unblock the accept thread
-        let maybe_stream = match &self.listening_addr {
-            ListenAddr::IP(addr) => TcpStream::connect(addr).map(Connection::from),
-            #[cfg(unix)]
-            ListenAddr::Unix(addr) => {
-                // TODO: use connect_addr when its stabilized.
-                let path = addr.as_pathname().unwrap();
-                std::os::unix::net::UnixStream::connect(path).map(Connection::from)
+        // trainbox patch 5: on Unix, dropping `_stop_waker` wakes the
+        // accept thread. The original connected to its own listening
+        // address instead, which blocks for minutes where a firewall
+        // (systemd's IPAddressDeny=) drops the connection attempt.
+        #[cfg(not(unix))]
+        {
+            // Connect briefly to ourselves to unblock the accept thread
+            let maybe_stream = match &self.listening_addr {
+                ListenAddr::IP(addr) => TcpStream::connect(addr).map(Connection::from),
+            };
+            if let Ok(stream) = maybe_stream {
+                let _ = stream.shutdown(Shutdown::Both);
             }
-        };
-        if let Ok(stream) = maybe_stream {
-            let _ = stream.shutdown(Shutdown::Both);
         }
 
         #[cfg(unix)]

@@ -1,15 +1,13 @@
 use std::io::Error as IoError;
-use std::io::{self, Cursor, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, Read, Write};
 
 use std::fmt;
-use std::net::SocketAddr;
-use std::str::FromStr;
+use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
 
-use std::sync::mpsc::Sender;
-
-use crate::util::{EqualReader, FusedReader};
+use crate::util::refined_tcp_stream::{ReadLimit, Socket};
 use crate::{HTTPVersion, Header, Method, Response, StatusCode};
-use chunked_transfer::Decoder;
 
 /// Represents an HTTP request made by a client.
 ///
@@ -49,10 +47,10 @@ use chunked_transfer::Decoder;
 /// If you want to build fake requests to test your server, use [`TestRequest`](crate::test::TestRequest).
 pub struct Request {
     // where to read the body from
-    data_reader: Option<Box<dyn Read + Send + 'static>>,
+    data_reader: Option<BodyReader>,
 
     // if this writer is empty, then the request has been answered
-    response_writer: Option<Box<dyn Write + Send + 'static>>,
+    response_writer: Option<ResponseWriter>,
 
     remote_addr: Option<SocketAddr>,
 
@@ -72,173 +70,232 @@ pub struct Request {
     // true if a `100 Continue` response must be sent when `as_reader()` is called
     must_send_continue: bool,
 
-    // If Some, a message must be sent after responding
-    notify_when_responded: Option<Sender<()>>,
+    // true if the client said this is its last request (`Connection: close`, HTTP/1.0)
+    last_request: bool,
 }
 
-struct NotifyOnDrop<R> {
-    sender: Sender<()>,
-    inner: R,
+/// trainbox patch 7: the body of a request, as the application reads it.
+///
+/// A body the connection thread read ahead (small ones, see
+/// `ConnectionConfig::buffered_body_limit`) is complete from the start. A
+/// body still streaming from the socket that the application does not read
+/// to its end, or that fails to decode, leaves the connection at an unknown
+/// place in the byte stream: the connection is then closed after the
+/// response instead of reading the rest as the next request.
+pub(crate) struct BodyReader {
+    inner: Box<dyn Read + Send + 'static>,
+    complete: bool,
+    socket: Option<Arc<Socket>>,
 }
 
-impl<R: Read> Read for NotifyOnDrop<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read(buf)
+impl BodyReader {
+    /// A body that is all here already (or none at all).
+    pub(crate) fn complete<R: Read + Send + 'static>(inner: R) -> BodyReader {
+        BodyReader {
+            inner: Box::new(inner),
+            complete: true,
+            socket: None,
+        }
+    }
+
+    /// A body still arriving on `socket`, ending where `inner` says.
+    pub(crate) fn streaming<R: Read + Send + 'static>(inner: R, socket: Arc<Socket>) -> BodyReader {
+        BodyReader {
+            inner: Box::new(inner),
+            complete: false,
+            socket: Some(socket),
+        }
+    }
+
+    pub(crate) fn is_complete(&self) -> bool {
+        self.complete
+    }
+
+    fn abandon(&mut self) {
+        if !self.complete {
+            if let Some(socket) = &self.socket {
+                socket.close_after_response();
+            }
+        }
     }
 }
-impl<R: Write> Write for NotifyOnDrop<R> {
+
+impl Read for BodyReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(0) if !buf.is_empty() => {
+                self.complete = true;
+                Ok(0)
+            }
+            Ok(n) => Ok(n),
+            Err(e) => {
+                self.abandon();
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for BodyReader {
+    fn drop(&mut self) {
+        self.abandon();
+    }
+}
+
+/// trainbox patch 9: the writer of one response, holding its connection.
+///
+/// Returned by [`Request::into_writer`] for applications that write the
+/// response themselves (streamed downloads, event streams). It holds the
+/// connection's socket for as long as it lives, so [`socket_fd`] can be
+/// handed to `sendfile(2)` or `setsockopt(2)` without any chance that the
+/// descriptor was closed and its number reused by another connection.
+///
+/// [`socket_fd`]: ResponseWriter::socket_fd
+pub struct ResponseWriter {
+    inner: Box<dyn Write + Send + 'static>,
+    socket: Option<Arc<Socket>>,
+}
+
+impl ResponseWriter {
+    pub(crate) fn new<W: Write + Send + 'static>(
+        inner: W,
+        socket: Option<Arc<Socket>>,
+    ) -> ResponseWriter {
+        ResponseWriter {
+            inner: Box::new(inner),
+            socket,
+        }
+    }
+
+    /// The connection's socket, for writing to it directly; `None` over
+    /// TLS (bytes must pass through the TLS layer) and for test requests.
+    /// Call [`Write::flush`] first: bytes still buffered in this writer
+    /// would otherwise reach the client after the ones written directly.
+    #[cfg(unix)]
+    pub fn socket_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.socket.as_ref()?.plain_fd()
+    }
+
+    /// Shuts down one or both directions of the connection: the way to end
+    /// a response early, so that the client sees it cut short instead of
+    /// waiting for the rest.
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        match &self.socket {
+            Some(socket) => socket.shutdown(how),
+            None => Ok(()),
+        }
+    }
+
+    /// Closes the connection once this response is written, instead of
+    /// reading another request from it (say for a response whose end only
+    /// the closing marks).
+    pub fn close_after(&self) {
+        if let Some(socket) = &self.socket {
+            socket.close_after_response();
+        }
+    }
+
+    fn closing(&self) -> bool {
+        self.socket.as_ref().map_or(false, |s| !s.keep_alive())
+    }
+}
+
+impl Write for ResponseWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.inner.write(buf)
     }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.inner.write_all(buf)
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
     }
 }
-impl<R> Drop for NotifyOnDrop<R> {
-    fn drop(&mut self) {
-        self.sender.send(()).unwrap();
+
+impl fmt::Debug for ResponseWriter {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> Result<(), fmt::Error> {
+        formatter.write_str("ResponseWriter")
     }
 }
 
-/// Error that can happen when building a `Request` object.
-#[derive(Debug)]
-pub enum RequestCreationError {
-    /// The client sent an `Expect` header that was not recognized by tiny-http.
-    ExpectationFailed,
-
-    /// Error while reading data from the socket during the creation of the `Request`.
-    CreationIoError(IoError),
+/// trainbox patch 9: the connection after a protocol upgrade (WebSocket),
+/// returned by [`Request::upgrade`].
+pub struct Upgraded {
+    reader: BodyReader,
+    writer: ResponseWriter,
 }
 
-impl From<IoError> for RequestCreationError {
-    fn from(err: IoError) -> RequestCreationError {
-        RequestCreationError::CreationIoError(err)
+impl Upgraded {
+    /// Bounds each read (`None`: reads wait for ever, the default), so a
+    /// loop can both read from the client and do other work.
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        if let Some(socket) = &self.writer.socket {
+            socket.set_read_limit(match timeout {
+                Some(each) if !each.is_zero() => ReadLimit::EachRead(each),
+                Some(_) => return Err(io::Error::new(ErrorKind::InvalidInput, "zero timeout")),
+                None => ReadLimit::Unbounded,
+            });
+        }
+        Ok(())
+    }
+
+    /// Shuts down one or both directions of the connection.
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        self.writer.shutdown(how)
     }
 }
 
-/// Builds a new request.
-///
-/// After the request line and headers have been read from the socket, a new `Request` object
-/// is built.
-///
-/// You must pass a `Read` that will allow the `Request` object to read from the incoming data.
-/// It is the responsibility of the `Request` to read only the data of the request and not further.
-///
-/// The `Write` object will be used by the `Request` to write the response.
-#[allow(clippy::too_many_arguments)]
-pub fn new_request<R, W>(
-    secure: bool,
-    method: Method,
-    path: String,
-    version: HTTPVersion,
-    headers: Vec<Header>,
-    remote_addr: Option<SocketAddr>,
-    mut source_data: R,
-    writer: W,
-) -> Result<Request, RequestCreationError>
-where
-    R: Read + Send + 'static,
-    W: Write + Send + 'static,
-{
-    // finding the transfer-encoding header
-    let transfer_encoding = headers
-        .iter()
-        .find(|h: &&Header| h.field.equiv("Transfer-Encoding"))
-        .map(|h| h.value.clone());
+impl Read for Upgraded {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.reader.read(buf)
+    }
+}
 
-    // finding the content-length header
-    let content_length = if transfer_encoding.is_some() {
-        // if transfer-encoding is specified, the Content-Length
-        // header must be ignored (RFC2616 #4.4)
-        None
-    } else {
-        headers
-            .iter()
-            .find(|h: &&Header| h.field.equiv("Content-Length"))
-            .and_then(|h| FromStr::from_str(h.value.as_str()).ok())
-    };
+impl Write for Upgraded {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.writer.write(buf)
+    }
 
-    // true if the client sent a `Expect: 100-continue` header
-    let expects_continue = {
-        match headers
-            .iter()
-            .find(|h: &&Header| h.field.equiv("Expect"))
-            .map(|h| h.value.as_str())
-        {
-            None => false,
-            Some(v) if v.eq_ignore_ascii_case("100-continue") => true,
-            _ => return Err(RequestCreationError::ExpectationFailed),
-        }
-    };
+    fn flush(&mut self) -> io::Result<()> {
+        self.writer.flush()
+    }
+}
 
-    // true if the client sent a `Connection: upgrade` header
-    let connection_upgrade = {
-        match headers
-            .iter()
-            .find(|h: &&Header| h.field.equiv("Connection"))
-            .map(|h| h.value.as_str())
-        {
-            Some(v) if v.to_ascii_lowercase().contains("upgrade") => true,
-            _ => false,
-        }
-    };
+/// What the connection thread read of a request before handing it over.
+pub(crate) struct RequestHead {
+    pub method: Method,
+    pub path: String,
+    pub version: HTTPVersion,
+    pub headers: Vec<Header>,
+    pub remote_addr: Option<SocketAddr>,
+    pub secure: bool,
+}
 
-    // we wrap `source_data` around a reading whose nature depends on the transfer-encoding and
-    // content-length headers
-    let reader = if connection_upgrade {
-        // if we have a `Connection: upgrade`, always keeping the whole reader
-        Box::new(source_data) as Box<dyn Read + Send + 'static>
-    } else if let Some(content_length) = content_length {
-        if content_length == 0 {
-            Box::new(io::empty()) as Box<dyn Read + Send + 'static>
-        } else if content_length <= 1024 && !expects_continue {
-            // if the content-length is small enough, we just read everything into a buffer
-
-            let mut buffer = vec![0; content_length];
-            let mut offset = 0;
-
-            while offset != content_length {
-                let read = source_data.read(&mut buffer[offset..])?;
-                if read == 0 {
-                    // the socket returned EOF, but we were before the expected content-length
-                    // aborting
-                    let info = "Connection has been closed before we received enough data";
-                    let err = IoError::new(ErrorKind::ConnectionAborted, info);
-                    return Err(RequestCreationError::CreationIoError(err));
-                }
-
-                offset += read;
-            }
-
-            Box::new(Cursor::new(buffer)) as Box<dyn Read + Send + 'static>
-        } else {
-            let (data_reader, _) = EqualReader::new(source_data, content_length); // TODO:
-            Box::new(FusedReader::new(data_reader)) as Box<dyn Read + Send + 'static>
-        }
-    } else if transfer_encoding.is_some() {
-        // if a transfer-encoding was specified, then "chunked" is ALWAYS applied
-        // over the message (RFC2616 #3.6)
-        Box::new(FusedReader::new(Decoder::new(source_data))) as Box<dyn Read + Send + 'static>
-    } else {
-        // if we have neither a Content-Length nor a Transfer-Encoding,
-        // assuming that we have no data
-        // TODO: could also be multipart/byteranges
-        Box::new(io::empty()) as Box<dyn Read + Send + 'static>
-    };
-
-    Ok(Request {
-        data_reader: Some(reader),
-        response_writer: Some(Box::new(writer) as Box<dyn Write + Send + 'static>),
-        remote_addr,
-        secure,
-        method,
-        path,
-        http_version: version,
-        headers,
-        body_length: content_length,
-        must_send_continue: expects_continue,
-        notify_when_responded: None,
-    })
+/// Builds a request from its head, its body (read or still to be read,
+/// see `BodyReader`) and the writer of its response.
+pub(crate) fn new_request(
+    head: RequestHead,
+    body: BodyReader,
+    body_length: Option<usize>,
+    must_send_continue: bool,
+    last_request: bool,
+    writer: ResponseWriter,
+) -> Request {
+    Request {
+        data_reader: Some(body),
+        response_writer: Some(writer),
+        remote_addr: head.remote_addr,
+        secure: head.secure,
+        method: head.method,
+        path: head.path,
+        http_version: head.version,
+        headers: head.headers,
+        body_length,
+        must_send_continue,
+        last_request,
+    }
 }
 
 impl Request {
@@ -293,43 +350,34 @@ impl Request {
         self.remote_addr.as_ref()
     }
 
-    /// Sends a response with a `Connection: upgrade` header, then turns the `Request` into a `Stream`.
+    /// Sends a response with a `Connection: upgrade` header, then turns the `Request` into a stream.
     ///
     /// The main purpose of this function is to support websockets.
     /// If you detect that the request wants to use some kind of protocol upgrade, you can
     ///  call this function to obtain full control of the socket stream.
     ///
-    /// If you call this on a non-websocket request, tiny-http will wait until this `Stream` object
-    ///  is destroyed before continuing to read or write on the socket. Therefore you should always
-    ///  destroy it as soon as possible.
-    pub fn upgrade<R: Read>(
-        mut self,
-        protocol: &str,
-        response: Response<R>,
-    ) -> Box<dyn ReadWrite + Send> {
-        use crate::util::CustomStream;
-
+    /// trainbox patch 9: the stream is an [`Upgraded`], which can bound its
+    /// reads with [`Upgraded::set_read_timeout`]. Only a request that asked
+    /// for an upgrade (`Connection: upgrade`, an `Upgrade` header and no
+    /// body) can read past its head; for any other request the stream
+    /// reads end of file.
+    pub fn upgrade<R: Read>(mut self, protocol: &str, response: Response<R>) -> Upgraded {
+        let mut writer = self.extract_writer_impl();
         response
             .raw_print(
-                self.response_writer.as_mut().unwrap().by_ref(),
+                &mut writer,
                 self.http_version.clone(),
                 &self.headers,
                 false,
                 Some(protocol),
             )
-            .ok(); // TODO: unused result
+            .ok(); // a failed write shows in the stream's next write
 
-        self.response_writer.as_mut().unwrap().flush().ok(); // TODO: unused result
+        writer.flush().ok();
 
-        let stream = CustomStream::new(self.extract_reader_impl(), self.extract_writer_impl());
-        if let Some(sender) = self.notify_when_responded.take() {
-            let stream = NotifyOnDrop {
-                sender,
-                inner: stream,
-            };
-            Box::new(stream) as Box<dyn ReadWrite + Send>
-        } else {
-            Box::new(stream) as Box<dyn ReadWrite + Send>
+        Upgraded {
+            reader: self.extract_reader_impl(),
+            writer,
         }
     }
 
@@ -338,21 +386,15 @@ impl Request {
     /// # Example
     ///
     /// ```no_run
-    /// # extern crate rustc_serialize;
-    /// # extern crate tiny_http;
-    /// # use rustc_serialize::json::Json;
     /// # use std::io::Read;
     /// # fn get_content_type(_: &tiny_http::Request) -> &'static str { "" }
-    /// # fn main() {
     /// # let server = tiny_http::Server::http("0.0.0.0:0").unwrap();
     /// let mut request = server.recv().unwrap();
     ///
-    /// if get_content_type(&request) == "application/json" {
+    /// if get_content_type(&request) == "text/plain" {
     ///     let mut content = String::new();
     ///     request.as_reader().read_to_string(&mut content).unwrap();
-    ///     let json: Json = content.parse().unwrap();
     /// }
-    /// # }
     /// ```
     ///
     /// If the client sent a `Expect: 100-continue` header with the request, calling this
@@ -361,15 +403,16 @@ impl Request {
     pub fn as_reader(&mut self) -> &mut dyn Read {
         if self.must_send_continue {
             let msg = Response::new_empty(StatusCode(100));
+            let writer = self.response_writer.as_mut().unwrap();
             msg.raw_print(
-                self.response_writer.as_mut().unwrap().by_ref(),
+                &mut *writer,
                 self.http_version.clone(),
                 &self.headers,
                 true,
                 None,
             )
             .ok();
-            self.response_writer.as_mut().unwrap().flush().ok();
+            writer.flush().ok();
             self.must_send_continue = false;
         }
 
@@ -381,50 +424,43 @@ impl Request {
     /// The writer has a raw access to the stream to the user.
     /// This function is useful for things like CGI.
     ///
-    /// Note that the destruction of the `Writer` object may trigger
-    /// some events. For exemple if a client has sent multiple requests and the requests
-    /// have been processed in parallel, the destruction of a writer will trigger
-    /// the writing of the next response.
-    /// Therefore you should always destroy the `Writer` as soon as possible.
+    /// The next request on the connection is read only once the writer is
+    /// dropped (trainbox patch 8), so drop it as soon as the response is
+    /// complete. trainbox patch 9: the writer is a [`ResponseWriter`],
+    /// which also gives the socket for `sendfile(2)` and a way to cut the
+    /// response short.
     #[inline]
-    pub fn into_writer(mut self) -> Box<dyn Write + Send + 'static> {
+    pub fn into_writer(mut self) -> ResponseWriter {
         let writer = self.extract_writer_impl();
-        if let Some(sender) = self.notify_when_responded.take() {
-            let writer = NotifyOnDrop {
-                sender,
-                inner: writer,
-            };
-            Box::new(writer) as Box<dyn Write + Send + 'static>
-        } else {
-            writer
+        if !self.body_complete() {
+            writer.close_after();
         }
+        writer
     }
 
     /// Extract the response `Writer` object from the Request, dropping this `Writer` has the same side effects
     /// as the object returned by `into_writer` above.
     ///
     /// This may only be called once on a single request.
-    fn extract_writer_impl(&mut self) -> Box<dyn Write + Send + 'static> {
-        use std::mem;
-
-        assert!(self.response_writer.is_some());
-
-        let mut writer = None;
-        mem::swap(&mut self.response_writer, &mut writer);
-        writer.unwrap()
+    fn extract_writer_impl(&mut self) -> ResponseWriter {
+        self.response_writer
+            .take()
+            .expect("the response writer is taken once")
     }
 
     /// Extract the body `Reader` object from the Request.
     ///
     /// This may only be called once on a single request.
-    fn extract_reader_impl(&mut self) -> Box<dyn Read + Send + 'static> {
-        use std::mem;
+    fn extract_reader_impl(&mut self) -> BodyReader {
+        self.data_reader
+            .take()
+            .expect("the body reader is taken once")
+    }
 
-        assert!(self.data_reader.is_some());
-
-        let mut reader = None;
-        mem::swap(&mut self.data_reader, &mut reader);
-        reader.unwrap()
+    fn body_complete(&self) -> bool {
+        self.data_reader
+            .as_ref()
+            .map_or(true, BodyReader::is_complete)
     }
 
     /// Sends a response to this request.
@@ -433,23 +469,28 @@ impl Request {
     where
         R: Read,
     {
-        let res = self.respond_impl(response);
-        if let Some(sender) = self.notify_when_responded.take() {
-            sender.send(()).unwrap();
-        }
-        res
+        self.respond_impl(response)
     }
 
-    fn respond_impl<R>(&mut self, response: Response<R>) -> Result<(), IoError>
+    fn respond_impl<R>(&mut self, mut response: Response<R>) -> Result<(), IoError>
     where
         R: Read,
     {
         let mut writer = self.extract_writer_impl();
 
+        // trainbox patch 7: say so when the connection ends after this
+        // response, whoever decided it.
+        if !self.body_complete() || response.closes_connection() {
+            writer.close_after();
+        }
+        if self.last_request || writer.closing() {
+            response = response.with_connection_close();
+        }
+
         let do_not_send_body = self.method == Method::Head;
 
         Self::ignore_client_closing_errors(response.raw_print(
-            writer.by_ref(),
+            &mut writer,
             self.http_version.clone(),
             &self.headers,
             do_not_send_body,
@@ -468,11 +509,6 @@ impl Request {
             _ => Err(err),
         })
     }
-
-    pub(crate) fn with_notify_sender(mut self, sender: Sender<()>) -> Self {
-        self.notify_when_responded = Some(sender);
-        self
-    }
 }
 
 impl fmt::Debug for Request {
@@ -490,9 +526,6 @@ impl Drop for Request {
         if self.response_writer.is_some() {
             let response = Response::empty(500);
             let _ = self.respond_impl(response); // ignoring any potential error
-            if let Some(sender) = self.notify_when_responded.take() {
-                sender.send(()).unwrap();
-            }
         }
     }
 }

@@ -43,6 +43,8 @@ pub struct Response<R> {
     headers: Vec<Header>,
     data_length: Option<usize>,
     chunked_threshold: Option<usize>,
+    // trainbox patch 7: send `Connection: close` and close after this response
+    close_connection: bool,
 }
 
 /// A `Response` without a template parameter.
@@ -206,6 +208,7 @@ where
             headers: Vec::with_capacity(16),
             data_length,
             chunked_threshold: None,
+            close_connection: false,
         };
 
         for h in headers {
@@ -231,6 +234,18 @@ where
         self
     }
 
+    /// trainbox patch 7: sends `Connection: close`, and the connection is
+    /// closed once this response is written.
+    pub fn with_connection_close(mut self) -> Response<R> {
+        self.close_connection = true;
+        self
+    }
+
+    /// True when the connection closes after this response.
+    pub fn closes_connection(&self) -> bool {
+        self.close_connection
+    }
+
     /// Convert the response into the underlying `Read` type.
     ///
     /// This is mainly useful for testing as it must consume the `Response`.
@@ -254,9 +269,22 @@ where
     {
         let header = header.into();
 
+        // trainbox patch 7: `Connection: close` is honoured (the connection
+        // closes after this response); other values stay tiny_http's to set.
+        if header.field.equiv("Connection") {
+            if header
+                .value
+                .as_str()
+                .split(',')
+                .any(|token| token.trim().eq_ignore_ascii_case("close"))
+            {
+                self.close_connection = true;
+            }
+            return;
+        }
+
         // ignoring forbidden headers
-        if header.field.equiv("Connection")
-            || header.field.equiv("Trailer")
+        if header.field.equiv("Trailer")
             || header.field.equiv("Transfer-Encoding")
             || header.field.equiv("Upgrade")
         {
@@ -319,6 +347,7 @@ where
             status_code: self.status_code,
             data_length,
             chunked_threshold: self.chunked_threshold,
+            close_connection: self.close_connection,
         }
     }
 
@@ -372,6 +401,9 @@ where
                 Header::from_bytes(&b"Connection"[..], &b"upgrade"[..]).unwrap(),
             );
             transfer_encoding = None;
+        } else if self.close_connection {
+            self.headers
+                .push(Header::from_bytes(&b"Connection"[..], &b"close"[..]).unwrap());
         }
 
         // if the transfer encoding is identity, the content length must be known ; therefore if
@@ -481,6 +513,7 @@ where
             headers: self.headers,
             data_length: self.data_length,
             chunked_threshold: self.chunked_threshold,
+            close_connection: self.close_connection,
         }
     }
 }
@@ -569,6 +602,7 @@ impl Clone for Response<io::Empty> {
             headers: self.headers.clone(),
             data_length: self.data_length,
             chunked_threshold: self.chunked_threshold,
+            close_connection: self.close_connection,
         }
     }
 }

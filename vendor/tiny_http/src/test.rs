@@ -1,4 +1,5 @@
-use crate::{request::new_request, HTTPVersion, Header, HeaderField, Method, Request};
+use crate::request::{new_request, BodyReader, RequestHead, ResponseWriter};
+use crate::{HTTPVersion, Header, HeaderField, Method, Request};
 use ascii::AsciiString;
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -64,17 +65,22 @@ impl From<TestRequest> for Request {
                 value: AsciiString::from_ascii(mock.body.len().to_string()).unwrap(),
             });
         }
+        let head = RequestHead {
+            method: mock.method,
+            path: mock.path,
+            version: mock.http_version,
+            headers: mock.headers,
+            remote_addr: Some(mock.remote_addr),
+            secure: mock.secure,
+        };
         new_request(
-            mock.secure,
-            mock.method,
-            mock.path,
-            mock.http_version,
-            mock.headers,
-            Some(mock.remote_addr),
-            mock.body.as_bytes(),
-            std::io::sink(),
+            head,
+            BodyReader::complete(mock.body.as_bytes()),
+            Some(mock.body.len()),
+            false,
+            false,
+            ResponseWriter::new(std::io::sink(), None),
         )
-        .unwrap()
     }
 }
 

@@ -73,6 +73,31 @@ impl<W: Write + Send> SequentialWriterBuilder<W> {
     }
 }
 
+impl<W: Write + Send> SequentialWriterBuilder<W> {
+    /// trainbox patch 8: blocks until every writer handed out so far has
+    /// been dropped, i.e. the last response is complete.
+    pub fn wait_until_written(&mut self) {
+        if let Some(finished) = self.next_trigger.take() {
+            // An error means the writer is gone: finished either way.
+            let _ = finished.recv();
+        }
+    }
+}
+
+impl<R: Read + Send> SequentialReader<R> {
+    /// trainbox patch 8: blocks until the readers before this one have
+    /// been dropped (the previous request's body is done with).
+    pub fn wait_turn(&mut self) {
+        if let SequentialReaderInner::Waiting(ref recv) = self.inner {
+            self.inner = match recv.recv() {
+                Ok(reader) => SequentialReaderInner::MyTurn(reader),
+                // The stream went down with the previous request.
+                Err(_) => SequentialReaderInner::Empty,
+            };
+        }
+    }
+}
+
 impl<R: Read + Send> Iterator for SequentialReaderBuilder<R> {
     type Item = SequentialReader<R>;
 
@@ -112,10 +137,11 @@ impl<W: Write + Send> Iterator for SequentialWriterBuilder<W> {
 
 impl<R: Read + Send> Read for SequentialReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> IoResult<usize> {
+        let gone = || std::io::Error::new(std::io::ErrorKind::BrokenPipe, "connection gone");
         let mut reader = match self.inner {
             SequentialReaderInner::MyTurn(ref mut reader) => return reader.read(buf),
-            SequentialReaderInner::Waiting(ref mut recv) => recv.recv().unwrap(),
-            SequentialReaderInner::Empty => unreachable!(),
+            SequentialReaderInner::Waiting(ref mut recv) => recv.recv().map_err(|_| gone())?,
+            SequentialReaderInner::Empty => return Err(gone()),
         };
 
         let result = reader.read(buf);
@@ -156,8 +182,9 @@ where
                 self.next.send(reader).ok();
             }
             SequentialReaderInner::Waiting(recv) => {
-                let reader = recv.recv().unwrap();
-                self.next.send(reader).ok();
+                if let Ok(reader) = recv.recv() {
+                    self.next.send(reader).ok();
+                }
             }
             SequentialReaderInner::Empty => (),
         }

@@ -69,7 +69,12 @@ impl TaskPool {
     pub fn spawn(&self, code: Box<dyn FnMut() + Send>) {
         let mut queue = self.sharing.todo.lock().unwrap();
 
-        if self.sharing.waiting_tasks.load(Ordering::Acquire) == 0 {
+        // trainbox patch 11: a task is queued only for a thread that is
+        // idle and not yet promised to a task queued before. The original
+        // queued whenever any thread was waiting, so connections accepted
+        // in a burst queued behind one idle thread, and each waited for a
+        // whole other connection (a download, a keep-alive client) to end.
+        if self.sharing.waiting_tasks.load(Ordering::Acquire) <= queue.len() {
             self.add_thread(Some(code));
         } else {
             queue.push_back(code);
@@ -128,7 +133,10 @@ impl TaskPool {
             }
         });
         if let Err(e) = spawned {
-            log::error!("cannot start a connection thread ({}); dropping the connection", e);
+            log::error!(
+                "cannot start a connection thread ({}); dropping the connection",
+                e
+            );
         }
     }
 }
@@ -139,5 +147,34 @@ impl Drop for TaskPool {
             .active_tasks
             .store(999_999_999, Ordering::Release);
         self.sharing.condvar.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TaskPool;
+    use std::sync::{mpsc, Arc, Barrier};
+    use std::time::Duration;
+
+    /// Eight tasks that can only finish together (as connections that wait
+    /// on their clients): each must get a thread of its own, though only
+    /// four threads were idle when they were spawned.
+    #[test]
+    fn tasks_spawned_together_run_together() {
+        let pool = TaskPool::new();
+        std::thread::sleep(Duration::from_millis(100)); // the four wait
+        let barrier = Arc::new(Barrier::new(8));
+        let (done_tx, done) = mpsc::channel();
+        for _ in 0..8 {
+            let (barrier, done_tx) = (Arc::clone(&barrier), done_tx.clone());
+            pool.spawn(Box::new(move || {
+                barrier.wait();
+                done_tx.send(()).unwrap();
+            }));
+        }
+        for _ in 0..8 {
+            done.recv_timeout(Duration::from_secs(5))
+                .expect("every task ran at once");
+        }
     }
 }
