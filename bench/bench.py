@@ -188,8 +188,12 @@ def main():
     ap.add_argument("--workdir", default=None, help="keep generated models here (default: a temp dir)")
     ap.add_argument("--no-text", action="store_true", help="tensor files only (no JSON/tokenizer text)")
     ap.add_argument("--modes", default="stored,auto,deflate")
+    ap.add_argument("--bin", default=None, help="the trainbox binary (default: target/release/trainbox)")
     args = ap.parse_args()
 
+    global BIN
+    if args.bin:
+        BIN = Path(args.bin).resolve()
     if not BIN.exists():
         raise SystemExit(f"{BIN} missing: run `cargo build --release` first")
     have_nginx = shutil.which("nginx") is not None

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::archive::cache::Caches;
+use crate::doorbell::Doorbell;
 use crate::http::auth::Tokens;
 use crate::metrics::Metrics;
 use crate::names::JobId;
@@ -64,6 +65,8 @@ pub struct App {
     pub caches: Arc<Caches>,
     pub downloads: Counter,
     pub streams: Counter,
+    /// Rung when a download starts or ends (for `STATUS=`).
+    pub changes: Doorbell,
     /// Set when the server starts to stop: live streams end.
     pub stopping: std::sync::atomic::AtomicBool,
     /// The last good progress of each job, for when its file is half-written.
@@ -72,7 +75,13 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(store: Arc<Store>, runner: Runner, tokens: Option<Tokens>, limits: Limits) -> App {
+    pub fn new(
+        store: Arc<Store>,
+        runner: Runner,
+        tokens: Option<Tokens>,
+        limits: Limits,
+        changes: Doorbell,
+    ) -> App {
         App {
             store,
             runner,
@@ -81,6 +90,7 @@ impl App {
             caches: Arc::new(Caches::default()),
             downloads: Counter::default(),
             streams: Counter::default(),
+            changes,
             stopping: std::sync::atomic::AtomicBool::new(false),
             last_progress: Mutex::new(HashMap::new()),
             metrics: Metrics::default(),

@@ -16,10 +16,12 @@
 //! - [`systemd`]: socket activation and `sd_notify`.
 //! - [`metrics`]: the Prometheus counters behind `/metrics`.
 //! - [`demo`]: the built-in demo trainer and the `demo` command.
+//! - [`doorbell`]: rung on job and download changes (for `STATUS=`).
 
 pub mod app;
 pub mod archive;
 pub mod demo;
+pub mod doorbell;
 pub mod http;
 pub mod live;
 pub mod metrics;

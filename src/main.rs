@@ -1,7 +1,6 @@
 //! The `trainbox` binary: CLI → config → serve | demo | demo-trainer.
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -58,27 +57,28 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ServerArgs {
-    /// Address to listen on.
+    /// Address to listen on: HOST:PORT, where HOST is an IP address or a
+    /// name (`localhost:8000`).
     #[arg(long, default_value = "127.0.0.1:8000")]
-    listen: SocketAddr,
+    listen: String,
     /// Request worker threads.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = at_least_one)]
     workers: usize,
     /// Downloads streaming at once; more are answered 503 with Retry-After.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = at_least_one)]
     max_downloads: usize,
     /// Client connections open at once; more wait in the listen backlog.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1024, value_parser = at_least_one)]
     max_connections: usize,
     /// Live event streams (SSE and WebSocket) at once; more get 503.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = at_least_one)]
     max_streams: usize,
     /// Copy file data through the server instead of sendfile(2) (for
     /// filesystems where sendfile misbehaves, and for benchmarks).
     #[arg(long)]
     no_sendfile: bool,
     /// Trainers running at once; more jobs wait in a FIFO queue.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = at_least_one)]
     max_jobs: usize,
     /// Seconds between SIGTERM and SIGKILL when a job is cancelled.
     #[arg(long, default_value_t = 30.0)]
@@ -108,6 +108,15 @@ struct ServerArgs {
     /// server exits.
     #[arg(long, default_value_t = 30.0)]
     shutdown_grace: f64,
+}
+
+/// A count that must be at least one (zero workers would serve nothing).
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// A positive number of seconds from the command line.
@@ -169,20 +178,21 @@ fn serve(root: &Path, args: &ServerArgs, on_ready: Option<OnReady>) -> Result<()
     }
     let config = ServeConfig {
         root: root.to_owned(),
-        listen: args.listen,
+        listen: args.listen.clone(),
         limits: Limits {
-            workers: args.workers.max(1),
-            max_downloads: args.max_downloads.max(1),
+            workers: args.workers,
+            max_downloads: args.max_downloads,
             sendfile: !args.no_sendfile,
-            max_connections: args.max_connections.max(1),
-            max_streams: args.max_streams.max(1),
+            max_connections: args.max_connections,
+            max_streams: args.max_streams,
             read_timeout: seconds(args.read_timeout, "--read-timeout")?,
             header_timeout: seconds(args.header_timeout, "--header-timeout")?,
             write_timeout: seconds(args.write_timeout, "--write-timeout")?,
         },
         runner: RunnerConfig {
-            max_jobs: args.max_jobs.max(1),
+            max_jobs: args.max_jobs,
             cancel_grace: Duration::from_secs_f64(args.cancel_grace),
+            changes: Default::default(),
         },
         tokens: args.token_file.as_deref().map(load_tokens).transpose()?,
         insecure_no_auth: args.insecure_no_auth,
@@ -191,27 +201,43 @@ fn serve(root: &Path, args: &ServerArgs, on_ready: Option<OnReady>) -> Result<()
     service::serve(config, on_ready)
 }
 
-/// The demo: a temporary root with the demo recipe, one job started
-/// through the runner, and the lines to try.
+/// The demo: a temporary root with the demo recipe, a job training and a
+/// second one queued behind it (to cancel), the lines to try, and the
+/// temporary root removed again when the demo stops.
 fn demo(args: &ServerArgs, steps: u64) -> Result<(), String> {
     let root = demo::prepare_root().map_err(|e| format!("cannot prepare the demo: {e}"))?;
     let shown_root = root.clone();
     let on_ready: OnReady = Box::new(move |app, local| {
-        let params = serde_json::json!({ "steps": steps, "step_delay_ms": 20 });
-        let serde_json::Value::Object(params) = params else {
-            unreachable!("a JSON object literal");
+        let submit = |name: &str, steps: u64| {
+            let params = serde_json::json!({ "steps": steps, "step_delay_ms": 20 });
+            let serde_json::Value::Object(params) = params else {
+                unreachable!("a JSON object literal");
+            };
+            app.runner
+                .submit("demo", Some(name.into()), params)
+                .map_err(|e| format!("cannot start the demo job: {e}"))
         };
-        let record = app
-            .runner
-            .submit("demo", Some("demo run".into()), params)
-            .map_err(|e| format!("cannot start the demo job: {e}"))?;
+        let first = submit("demo run", steps)?;
+        let second = submit("queued run", steps)?;
         println!(
             "{}",
-            demo::banner(&format!("http://{local}"), &shown_root, &record.id)
+            demo::banner(
+                &format!("http://{local}"),
+                &shown_root,
+                &first.id,
+                &second.id
+            )
         );
         Ok(())
     });
-    serve(&root, args, Some(on_ready))
+    let served = serve(&root, args, Some(on_ready));
+    if let Err(e) = demo::remove_root(&root) {
+        eprintln!(
+            "trainbox: cannot remove the demo root {}: {e}",
+            root.display()
+        );
+    }
+    served
 }
 
 fn demo_trainer(

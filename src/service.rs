@@ -16,17 +16,20 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::app::{App, Limits};
+use crate::doorbell::Doorbell;
 use crate::http::auth::Tokens;
 use crate::http::server;
 use crate::runner::{Runner, RunnerConfig};
 use crate::signals;
 use crate::store::Store;
+use crate::store::lock::LockError;
 use crate::systemd::{self, Notifier};
 
 /// Everything `serve` needs, from the command line.
 pub struct ServeConfig {
     pub root: PathBuf,
-    pub listen: SocketAddr,
+    /// HOST:PORT; a name is resolved and each of its addresses tried.
+    pub listen: String,
     pub limits: Limits,
     pub runner: RunnerConfig,
     pub tokens: Option<Tokens>,
@@ -42,17 +45,37 @@ pub type OnReady = Box<dyn FnOnce(&App, SocketAddr) -> Result<(), String>>;
 /// reasons for the operator.
 pub fn serve(config: ServeConfig, on_ready: Option<OnReady>) -> Result<(), String> {
     let root = &config.root;
-    if !root.is_dir() {
-        return Err(format!("root {} is not a directory", root.display()));
-    }
-    let store = Arc::new(
-        Store::open(root).map_err(|e| format!("cannot open root {}: {e}", root.display()))?,
-    );
+    let store = Arc::new(Store::open(root).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => format!("root {} does not exist", root.display()),
+        std::io::ErrorKind::NotADirectory => format!("root {} is not a directory", root.display()),
+        _ => format!("cannot open root {}: {e}", root.display()),
+    })?);
+    // Held until the process exits: before the runner touches any record.
+    let _instance = match store.lock_instance() {
+        Ok(lock) => Some(lock),
+        Err(LockError::Held { pid }) => {
+            let holder = pid.map_or_else(
+                || "another trainbox".to_owned(),
+                |p| format!("trainbox (pid {p})"),
+            );
+            return Err(format!(
+                "root {} is already served by {holder}; one server per root",
+                root.display()
+            ));
+        }
+        Err(LockError::Io(e)) => {
+            log::warn!(
+                "cannot lock root {} ({e}): a second server on it would not be refused",
+                root.display()
+            );
+            None
+        }
+    };
     let (listener, activated) =
         match systemd::listener_from_env().map_err(|e| format!("socket activation: {e}"))? {
             Some(listener) => (listener, true),
             None => (
-                TcpListener::bind(config.listen)
+                TcpListener::bind(config.listen.as_str())
                     .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?,
                 false,
             ),
@@ -72,7 +95,19 @@ pub fn serve(config: ServeConfig, on_ready: Option<OnReady>) -> Result<(), Strin
         .map_err(|e| format!("NOTIFY_SOCKET: {e}"))?
         .map(Arc::new);
 
-    let runner = Runner::start(Arc::clone(&store), config.runner.clone())
+    // Under systemd, STATUS= follows every job and download change.
+    let (changes, changed) = match &notifier {
+        Some(_) => {
+            let (bell, heard) = Doorbell::new();
+            (bell, Some(heard))
+        }
+        None => (Doorbell::default(), None),
+    };
+    let runner_config = RunnerConfig {
+        changes: changes.clone(),
+        ..config.runner.clone()
+    };
+    let runner = Runner::start(Arc::clone(&store), runner_config)
         .map_err(|e| format!("cannot start the job runner: {e}"))?;
     if config.tokens.is_none() {
         log::info!("access control: off (no --token-file)");
@@ -82,7 +117,11 @@ pub fn serve(config: ServeConfig, on_ready: Option<OnReady>) -> Result<(), Strin
         runner.clone(),
         config.tokens,
         config.limits,
+        changes,
     ));
+    if let (Some(notifier), Some(changed)) = (&notifier, changed) {
+        follow_changes(Arc::clone(&app), Arc::clone(notifier), changed);
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -161,10 +200,26 @@ fn raise_open_files_limit() -> std::io::Result<u64> {
 /// The one-line `STATUS=` systemd shows.
 fn status_line(app: &App) -> String {
     format!(
-        "serving; {} trainer(s) running, {} download(s) in flight",
+        "serving; {} trainer(s) running, {} queued, {} download(s) in flight",
         app.runner.active_count(),
+        app.runner.queued_count(),
         app.downloads.current()
     )
+}
+
+/// Sends `STATUS=` each time the doorbell rings (a job or a download
+/// changed), a few at a time at most: rings within 50 ms are one update.
+fn follow_changes(app: Arc<App>, notifier: Arc<Notifier>, changed: mpsc::Receiver<()>) {
+    let spawned = thread::Builder::new().name("status".into()).spawn(move || {
+        while changed.recv().is_ok() {
+            thread::sleep(Duration::from_millis(50));
+            while changed.try_recv().is_ok() {}
+            notifier.send(&format!("STATUS={}", status_line(&app)));
+        }
+    });
+    if let Err(e) = spawned {
+        log::warn!("cannot start the status thread ({e}); STATUS= follows the watchdog only");
+    }
 }
 
 /// Sends `WATCHDOG=1` at half of `WATCHDOG_USEC`, but only after a probe

@@ -1,11 +1,18 @@
 //! Termination signals: SIGTERM and SIGINT are blocked in every thread and
 //! taken by one thread with `sigwait`, so shutdown runs as ordinary code,
 //! not in a signal handler. The first signal starts a graceful stop; a
-//! second one ends the process at once.
+//! second one ends the process at once, unless it came within
+//! [`SAME_STOP`] of the first: `timeout`, a shell's Ctrl-C and systemd's
+//! `KillMode=` may signal the process and its group in the same instant,
+//! and one stop must not read as two.
 
 use std::io;
 use std::mem::MaybeUninit;
 use std::thread;
+use std::time::{Duration, Instant};
+
+/// Signals this soon after the first are part of the same stop.
+pub const SAME_STOP: Duration = Duration::from_secs(1);
 
 /// The signals that stop the server.
 fn termination_set() -> libc::sigset_t {
@@ -39,14 +46,21 @@ pub fn on_termination(on_first: impl FnOnce(i32) + Send + 'static) -> io::Result
         .name("signals".into())
         .spawn(move || {
             let first = wait();
+            let at = Instant::now();
             log::info!(
                 "received {}; stopping gracefully (again to stop at once)",
                 name(first)
             );
             on_first(first);
-            let second = wait();
-            log::warn!("received {} again; exiting now", name(second));
-            std::process::exit(1);
+            loop {
+                let second = wait();
+                if at.elapsed() < SAME_STOP {
+                    log::info!("received {} with the first; still stopping", name(second));
+                    continue;
+                }
+                log::warn!("received {} again; exiting now", name(second));
+                std::process::exit(1);
+            }
         })?;
     Ok(())
 }
@@ -62,10 +76,14 @@ fn wait() -> i32 {
     }
 }
 
-fn name(signal: i32) -> &'static str {
+/// The conventional name of a signal trainbox sends or receives.
+pub fn name(signal: i32) -> &'static str {
     match signal {
         libc::SIGTERM => "SIGTERM",
         libc::SIGINT => "SIGINT",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGSTOP => "SIGSTOP",
+        libc::SIGCONT => "SIGCONT",
         _ => "a signal",
     }
 }

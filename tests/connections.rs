@@ -623,3 +623,50 @@ fn requests_framed_to_smuggle_another_get_one_answer_and_a_close() {
         "no job started: {log}"
     );
 }
+
+#[test]
+fn upgrade_headers_mean_nothing_outside_the_websocket_route() {
+    let root = TempDir::new("upgrade");
+    let server = Server::start(root.path(), &[]);
+    // A body is framed as any body, and the server answers as for any POST.
+    let body = r#"{"recipe": "none"}"#;
+    let reply = raw(
+        server.addr,
+        &format!(
+            "POST /api/training/jobs HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, close\r\nUpgrade: websocket\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert_eq!(
+        reply.status,
+        400,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    assert!(reply.detail().contains("none"), "{}", reply.detail());
+    // Without a body: an ordinary answer, and the connection ends.
+    let reply = raw(
+        server.addr,
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    );
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("connection"), Some("close"));
+}
+
+#[test]
+fn login_bodies_are_at_most_a_kibibyte() {
+    let root = TempDir::new("login-body");
+    let server = Server::start(root.path(), &[]);
+    let token = "a".repeat(2000);
+    let reply = raw(
+        server.addr,
+        &format!(
+            "POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: {}\r\n\r\ntoken={token}",
+            token.len() + 6
+        ),
+    );
+    assert_eq!(reply.status, 413);
+    assert_eq!(reply.detail(), "Request body too large");
+}

@@ -37,6 +37,11 @@ fn recipes(root: &Path) {
     write(root, "trainers/fail.sh", "echo failing; exit 3\n");
     write(
         root,
+        "trainers/polite.sh",
+        "trap 'echo \"SIGTERM: saving\"; exit 0' TERM\nwhile :; do sleep 0.05; done\n",
+    );
+    write(
+        root,
         "trainers/stubborn.sh",
         "trap '' TERM\nwhile :; do sleep 0.05; done\n",
     );
@@ -52,6 +57,7 @@ fn recipes(root: &Path) {
                                 "tag": {"type": "string", "default": "none"} } },
         "fail": { "command": sh("fail.sh") },
         "stubborn": { "command": sh("stubborn.sh") },
+        "polite": { "command": sh("polite.sh") },
         "finetune": { "command": ["/bin/false"],
                       "params": { "base": {"type": "string", "enum": ["tiny", "small"]},
                                   "run": {"type": "string", "pattern": "[a-z0-9-]{1,16}", "default": "r"} } },
@@ -605,4 +611,80 @@ fn job_records_survive_being_killed_mid_write() {
             .all(|j| j["status"] != "running" && j["status"] != "paused")
     );
     eprintln!("statuses seen on disk after kills: {seen:?}");
+}
+
+/// SIGTERM to the server, as `timeout` sends it (to the process and its
+/// group in the same instant): one graceful stop. Each trainer, running or
+/// paused, gets SIGTERM and its handler runs; the jobs are recorded
+/// interrupted, ended by SIGTERM; the server exits 0 well within the grace.
+#[test]
+fn a_graceful_stop_lets_every_trainer_handle_sigterm() {
+    use std::os::unix::process::CommandExt;
+    let root = TempDir::new("graceful");
+    recipes(root.path());
+    let mut server = Server::start_custom(
+        root.path(),
+        &["--max-jobs", "2", "--cancel-grace", "20"],
+        &[],
+        |cmd| {
+            cmd.process_group(0);
+        },
+    );
+    let running = start(&server, json!({"recipe": "polite"}))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let paused = start(&server, json!({"recipe": "polite"}))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_status(&server, &running, &["running"]);
+    wait_status(&server, &paused, &["running"]);
+    assert_eq!(control(&server, &paused, "pause").status, 200);
+
+    let pid = server.child.id() as i32;
+    let started = Instant::now();
+    // SAFETY: signalling our own child and its process group.
+    unsafe {
+        libc::kill(-pid, libc::SIGTERM);
+        libc::kill(pid, libc::SIGTERM);
+    }
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no exit: {}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = started.elapsed();
+    let log = server.log();
+    assert!(status.success(), "{status:?}: {log}");
+    assert!(
+        took < Duration::from_secs(10),
+        "{took:?}: well within the 20 s grace"
+    );
+    assert!(!log.contains("exiting now"), "one stop, not two: {log}");
+    eprintln!("stopped in {took:?} with a running and a paused trainer");
+    for id in [&running, &paused] {
+        let record: Value = serde_json::from_slice(
+            &fs::read(root.path().join(format!("jobs/{id}/job.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(record["status"], "interrupted", "{record}");
+        assert_eq!(record["stop_signal"], 15, "ended by SIGTERM: {record}");
+        assert_eq!(
+            record["exit_code"], 0,
+            "its handler ran and exited: {record}"
+        );
+        let training_log =
+            fs::read_to_string(root.path().join(format!("jobs/{id}/training.log"))).unwrap();
+        assert!(
+            training_log.contains("SIGTERM: saving"),
+            "{id}: {training_log}"
+        );
+    }
 }

@@ -219,3 +219,43 @@ fn metrics_count_requests_downloads_and_jobs() {
         assert!(text.contains(needle), "{needle} in\n{text}");
     }
 }
+
+/// `STATUS=` follows job changes at once, not at the next periodic update.
+#[test]
+fn status_follows_jobs_as_they_change() {
+    let root = TempDir::new("status");
+    write(
+        root.path(),
+        "recipes.json",
+        r#"{"recipes": {"nap": {"command": ["/bin/sleep", "2"]}}}"#,
+    );
+    let notify_path = root.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    let server = Server::start_with(
+        root.path(),
+        &[],
+        &[("NOTIFY_SOCKET", notify_path.to_str().unwrap())],
+    );
+    let ready = messages(&notify, Duration::from_millis(500));
+    assert!(
+        ready.iter().any(|(_, m)| m.starts_with("READY=1")),
+        "{ready:?}"
+    );
+    let reply = post(&server.url("/api/training/jobs"), r#"{"recipe": "nap"}"#);
+    assert_eq!(reply.status, 201);
+    let seen = messages(&notify, Duration::from_secs(4));
+    let when = |text: &str| {
+        seen.iter()
+            .find(|(_, m)| m.contains(text))
+            .map(|(at, _)| *at)
+            .unwrap_or_else(|| panic!("{text:?} in {seen:?}"))
+    };
+    let running = when("1 trainer(s) running");
+    let ended = when("0 trainer(s) running, 0 queued");
+    eprintln!("STATUS= after the start: {running:?}; after the end: {ended:?}");
+    assert!(running < Duration::from_secs(1), "{running:?}");
+    assert!(
+        ended > running && ended < Duration::from_secs(4),
+        "{ended:?}"
+    );
+}

@@ -52,12 +52,19 @@ pub fn prepare_root() -> io::Result<PathBuf> {
     Ok(root)
 }
 
-/// What to try once the demo serves.
-pub fn banner(base: &str, root: &Path, job: &str) -> String {
+/// Removes the demo's temporary root (the demo stops its trainers first).
+pub fn remove_root(root: &Path) -> io::Result<()> {
+    fs::remove_dir_all(root)
+}
+
+/// What to try once the demo serves, in an order in which every line
+/// works as printed: `job` trains now, `queued` waits behind it.
+pub fn banner(base: &str, root: &Path, job: &str, queued: &str) -> String {
     let api = format!("{base}/api/training");
     format!(
-        "\ntrainbox demo: serving {root} at {base}\n\
-         the demo job {job} is training now (about 30 s; a checkpoint every 100 steps)\n\n\
+        "\ntrainbox demo: serving {root} at {base} (removed again when the demo stops)\n\
+         job {job} is training now (about 30 s; a checkpoint every 100 steps);\n\
+         job {queued} waits behind it.\n\n\
          open {base}/ in a browser, or try:\n\n\
          \x20 curl {api}/jobs\n\
          \x20 curl {api}/{job}/progress\n\
@@ -65,10 +72,11 @@ pub fn banner(base: &str, root: &Path, job: &str) -> String {
          \x20 curl -X POST {api}/{job}/resume\n\
          \x20 curl {api}/{job}/checkpoints\n\
          \x20 curl -OJ '{api}/{job}/download/model?checkpoint=checkpoint-100'\n\
-         \x20 curl -OJ {api}/{job}/download/model          # once it has finished\n\
-         \x20 curl -OJ -C - {api}/{job}/download/model     # resume\n\
+         \x20 curl -X POST {api}/{queued}/cancel\n\n\
+         once {job} has finished:\n\n\
+         \x20 curl -OJ {api}/{job}/download/model\n\
+         \x20 curl -C - -o model_{job}.zip {api}/{job}/download/model    # resumes a cut download\n\
          \x20 curl -OJ {api}/{job}/download/logs\n\
-         \x20 curl -X POST {api}/{job}/cancel\n\
          \x20 curl -X POST -H 'Content-Type: application/json' \\\n\
          \x20      -d '{{\"recipe\": \"demo\", \"params\": {{\"steps\": 500}}}}' {api}/jobs\n\n\
          press Ctrl-C to stop\n",

@@ -153,7 +153,7 @@ fn cookie(token: &str, clear: bool) -> String {
 /// `POST /login`: a form (`token=...`); a valid token becomes a cookie and
 /// the browser goes to the page; anything else gets the form again.
 fn login(app: &App, request: &mut Request) -> Result<Reply, ApiError> {
-    let body = body(request)?;
+    let body = body(request, LOGIN_BODY_MAX)?;
     let Some(tokens) = app.tokens.as_ref() else {
         return Ok(see_other("/", Vec::new()));
     };
@@ -268,6 +268,7 @@ pub fn job_view(app: &App, dir: &JobDir) -> Value {
         "finished_at": record.as_ref().and_then(|r| r.finished_at.clone()),
         "exit_code": record.as_ref().and_then(|r| r.exit_code),
         "signal": record.as_ref().and_then(|r| r.signal),
+        "stop_signal": record.as_ref().and_then(|r| r.stop_signal),
         "error": record.as_ref().and_then(|r| r.error.clone()),
         "updated_at": last_write.map(timefmt::rfc3339),
         "has_model": dir.has_model().unwrap_or(false),
@@ -434,23 +435,26 @@ fn download_logs(app: &App, id: &JobId, head: bool) -> Result<Reply, ApiError> {
 
 /// Reads and parses a JSON request body (see [`body`]).
 fn json_body(request: &mut Request) -> Result<Value, ApiError> {
-    serde_json::from_slice(&body(request)?)
+    serde_json::from_slice(&body(request, BODY_MAX)?)
         .map_err(|e| ApiError::BadRequest(format!("Malformed JSON body: {e}")))
 }
 
-/// Reads a request body of at most [`BODY_MAX`] bytes. A larger declared
-/// length is refused before a byte of it is read.
-fn body(request: &mut Request) -> Result<Vec<u8>, ApiError> {
-    if request.body_length().is_some_and(|n| n > BODY_MAX) {
+/// The login form carries one token: a larger body is no login.
+const LOGIN_BODY_MAX: usize = 1024;
+
+/// Reads a request body of at most `max` bytes. A larger declared length
+/// is refused before a byte of it is read.
+fn body(request: &mut Request, max: usize) -> Result<Vec<u8>, ApiError> {
+    if request.body_length().is_some_and(|n| n > max) {
         return Err(ApiError::PayloadTooLarge);
     }
     let mut body = Vec::new();
     request
         .as_reader()
-        .take(BODY_MAX as u64 + 1)
+        .take(max as u64 + 1)
         .read_to_end(&mut body)
         .map_err(|_| ApiError::BadRequest("The request body could not be read".into()))?;
-    if body.len() > BODY_MAX {
+    if body.len() > max {
         return Err(ApiError::PayloadTooLarge);
     }
     Ok(body)

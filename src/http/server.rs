@@ -266,7 +266,9 @@ pub fn handle(app: &Arc<App>, mut request: Request) {
             let spawned = thread::Builder::new()
                 .name("download".into())
                 .spawn(move || {
+                    app.changes.ring();
                     let sent = download::serve(&app, request, download);
+                    app.changes.ring();
                     let seconds = started.elapsed().as_secs_f64();
                     app.metrics.request(route_name, sent.status, seconds);
                     app.metrics.download(sent.outcome.label(), sent.bytes);

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
+use crate::doorbell::Doorbell;
 use crate::names::JobId;
 use crate::store::Store;
 use crate::store::records::{JobRecord, JobStatus};
@@ -38,6 +39,8 @@ pub struct RunnerConfig {
     pub max_jobs: usize,
     /// Between SIGTERM and SIGKILL on cancel.
     pub cancel_grace: Duration,
+    /// Rung whenever a job is queued, starts, pauses, resumes or ends.
+    pub changes: Doorbell,
 }
 
 impl Default for RunnerConfig {
@@ -45,6 +48,7 @@ impl Default for RunnerConfig {
         RunnerConfig {
             max_jobs: 1,
             cancel_grace: Duration::from_secs(30),
+            changes: Doorbell::default(),
         }
     }
 }
@@ -65,7 +69,24 @@ struct Active {
     pgid: i32,
     paused: bool,
     cancel_requested: bool,
+    /// The last signal sent to stop it (SIGTERM, then SIGKILL).
+    stop_signal: Option<i32>,
     record: JobRecord,
+}
+
+impl Active {
+    /// Asks the trainer's group to stop: SIGCONT first if it is paused (a
+    /// stopped process acts on nothing else), then SIGTERM.
+    fn ask_to_stop(&mut self) -> io::Result<()> {
+        self.cancel_requested = true;
+        if self.paused {
+            process::signal_group(self.pgid, libc::SIGCONT)?;
+            self.paused = false;
+        }
+        process::signal_group(self.pgid, libc::SIGTERM)?;
+        self.stop_signal = Some(libc::SIGTERM);
+        Ok(())
+    }
 }
 
 #[derive(Default)]
@@ -136,6 +157,7 @@ impl Runner {
             finished_at: None,
             exit_code: None,
             signal: None,
+            stop_signal: None,
             error: None,
             pid: None,
         };
@@ -143,6 +165,7 @@ impl Runner {
         let mut state = self.shared.lock();
         state.queue.push_back(id);
         self.shared.changed.notify_all();
+        self.shared.config.changes.ring();
         Ok(record)
     }
 
@@ -159,6 +182,11 @@ impl Runner {
     /// Jobs running or paused now.
     pub fn active_count(&self) -> usize {
         self.shared.lock().active.len()
+    }
+
+    /// Jobs waiting in the queue now.
+    pub fn queued_count(&self) -> usize {
+        self.shared.lock().queue.len()
     }
 
     /// SIGSTOP to the trainer's whole group.
@@ -185,8 +213,8 @@ impl Runner {
     }
 
     /// A queued job is dropped from the queue; a running or paused one gets
-    /// SIGTERM (and SIGCONT, so a stopped group can act on it), then SIGKILL
-    /// after the grace period.
+    /// SIGTERM (after SIGCONT, so a stopped group can act on it), then
+    /// SIGKILL after the grace period.
     pub fn cancel(&self, id: &JobId) -> Result<JobRecord, ControlError> {
         let mut state = self.shared.lock();
         if let Some(pos) = state.queue.iter().position(|q| q == id) {
@@ -198,6 +226,7 @@ impl Runner {
             record.finished_at = Some(timefmt::now_rfc3339());
             dir.write_record(&record)
                 .map_err(log_io("recording a cancel"))?;
+            self.shared.config.changes.ring();
             return Ok(record);
         }
         let Some(active) = state.active.get_mut(id) else {
@@ -207,11 +236,9 @@ impl Runner {
         if active.cancel_requested {
             return Ok(active.record.clone());
         }
-        active.cancel_requested = true;
+        active.ask_to_stop().map_err(log_io("sending SIGTERM"))?;
         let pgid = active.pgid;
         let record = active.record.clone();
-        process::signal_group(pgid, libc::SIGTERM).map_err(log_io("sending SIGTERM"))?;
-        process::signal_group(pgid, libc::SIGCONT).map_err(log_io("sending SIGCONT"))?;
         drop(state);
         self.kill_after_grace(id.clone(), pgid);
         Ok(record)
@@ -226,19 +253,16 @@ impl Runner {
         let mut state = self.shared.lock();
         state.stopping = true;
         self.shared.changed.notify_all();
-        let groups: Vec<(JobId, i32)> = state
-            .active
-            .iter_mut()
-            .map(|(id, active)| {
-                active.cancel_requested = true;
-                (id.clone(), active.pgid)
-            })
-            .collect();
+        let mut groups = Vec::new();
+        for (id, active) in state.active.iter_mut() {
+            log::info!("stopping job {id} for shutdown (SIGTERM)");
+            if let Err(e) = active.ask_to_stop() {
+                log::error!("job {id}: cannot send SIGTERM: {e}");
+            }
+            groups.push((id.clone(), active.pgid));
+        }
         drop(state);
         for (id, pgid) in groups {
-            log::info!("stopping job {id} for shutdown");
-            let _ = process::signal_group(pgid, libc::SIGTERM);
-            let _ = process::signal_group(pgid, libc::SIGCONT);
             self.kill_after_grace(id, pgid);
         }
         let mut state = self.shared.lock();
@@ -291,6 +315,7 @@ impl Runner {
         let dir = self.job_dir(id)?;
         dir.write_record(&record)
             .map_err(log_io("recording a status"))?;
+        self.shared.config.changes.ring();
         Ok(record)
     }
 
@@ -319,10 +344,11 @@ impl Runner {
         let grace = shared.config.cancel_grace;
         let _ = thread::Builder::new().name("cancel".into()).spawn(move || {
             thread::sleep(grace);
-            let state = shared.lock();
-            if state.active.get(&id).is_some_and(|a| a.pgid == pgid) {
+            let mut state = shared.lock();
+            if let Some(active) = state.active.get_mut(&id).filter(|a| a.pgid == pgid) {
                 log::warn!("job {id}: still running {grace:?} after SIGTERM; sending SIGKILL");
                 let _ = process::signal_group(pgid, libc::SIGKILL);
+                active.stop_signal = Some(libc::SIGKILL);
             }
         });
     }
@@ -408,20 +434,23 @@ fn recover(store: &Store) -> io::Result<Vec<JobId>> {
 }
 
 /// The scheduler: starts queued jobs while fewer than `max_jobs` run.
-/// Trainers are forked from this thread only (see `process`).
+///
+/// Trainers are forked from this thread only, and it never returns: each
+/// trainer's parent-death signal (`process`) fires when the thread that
+/// forked it ends, so this thread must live as long as the process. Once
+/// the server stops, it starts nothing more and waits for the exit, while
+/// `shutdown` stops the trainers gracefully.
 fn schedule(shared: &Arc<Shared>) {
     loop {
         let mut state = shared.lock();
-        while !state.stopping
-            && (state.queue.is_empty() || state.active.len() >= shared.config.max_jobs.max(1))
+        while state.stopping
+            || state.queue.is_empty()
+            || state.active.len() >= shared.config.max_jobs.max(1)
         {
             state = shared
                 .changed
                 .wait(state)
                 .unwrap_or_else(|e| e.into_inner());
-        }
-        if state.stopping {
-            return;
         }
         let Some(id) = state.queue.pop_front() else {
             continue;
@@ -432,6 +461,7 @@ fn schedule(shared: &Arc<Shared>) {
             Ok((child, active)) => {
                 log::info!("job {id}: started trainer (pid {})", active.pgid);
                 state.active.insert(id.clone(), active);
+                shared.config.changes.ring();
                 let waiter = Arc::clone(shared);
                 let spawned = thread::Builder::new()
                     .name("reaper".into())
@@ -490,6 +520,7 @@ fn launch(shared: &Shared, id: &JobId) -> io::Result<(Child, Active)> {
                 pgid: child.id() as i32,
                 paused: false,
                 cancel_requested: false,
+                stop_signal: None,
                 record,
             };
             Ok((child, active))
@@ -527,8 +558,16 @@ fn reap(shared: &Shared, id: JobId, mut child: Child) {
     record.status = final_status(status, active.cancel_requested, state.stopping);
     record.exit_code = status.code();
     record.signal = status.signal();
+    record.stop_signal = active.stop_signal;
     record.finished_at = Some(timefmt::now_rfc3339());
-    log::info!("job {id}: {} ({status})", record.status.as_str());
+    match active.stop_signal {
+        Some(sent) => log::info!(
+            "job {id}: {} ({status}, after {})",
+            record.status.as_str(),
+            crate::signals::name(sent)
+        ),
+        None => log::info!("job {id}: {} ({status})", record.status.as_str()),
+    }
     match shared.store.job(&id) {
         Ok(Some(dir)) => {
             if let Err(e) = dir.write_record(&record) {
@@ -538,6 +577,7 @@ fn reap(shared: &Shared, id: JobId, mut child: Child) {
         _ => log::error!("job {id}: its directory is gone; the end is not recorded"),
     }
     shared.changed.notify_all();
+    shared.config.changes.ring();
 }
 
 /// How a trainer's end is recorded.

@@ -7,6 +7,7 @@
 //! impossible by construction. Each job gets its own `Dir`, so symlinks in a
 //! job are followed only while they stay inside that job.
 
+pub mod lock;
 pub mod progress;
 pub mod records;
 pub mod walk;
@@ -59,6 +60,12 @@ impl Store {
         let root = Dir::open_ambient_dir(path, ambient_authority())?;
         let path = std::path::absolute(path)?;
         Ok(Store { root, path })
+    }
+
+    /// Takes the root for this process: a second server on the same root
+    /// is refused (see [`lock`]).
+    pub fn lock_instance(&self) -> Result<lock::InstanceLock, lock::LockError> {
+        lock::lock(&self.root)
     }
 
     /// The absolute path of a job's directory, for trainers' environment.

@@ -77,6 +77,11 @@ pub struct JobRecord {
     /// Signal that ended a trainer.
     #[serde(default)]
     pub signal: Option<i32>,
+    /// The signal trainbox sent that ended the trainer, at a cancel or a
+    /// server stop: SIGTERM (15) when it stopped within the grace period,
+    /// SIGKILL (9) when it had to be killed after it.
+    #[serde(default)]
+    pub stop_signal: Option<i32>,
     /// Why a job failed without an exit code (e.g. the command was not found).
     #[serde(default)]
     pub error: Option<String>,

@@ -167,11 +167,11 @@ impl Server {
         env: &[(&str, &str)],
         configure: impl FnOnce(&mut Command),
     ) -> Server {
-        cmd.arg("serve")
-            .arg("--root")
-            .arg(root)
-            .args(["--listen", "127.0.0.1:0"])
-            .args(args)
+        cmd.arg("serve").arg("--root").arg(root);
+        if !args.contains(&"--listen") {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        cmd.args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

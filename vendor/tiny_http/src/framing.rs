@@ -14,6 +14,7 @@ use std::str::FromStr;
 use ascii::AsciiString;
 
 use crate::common::{HTTPVersion, Header, HeaderField, Method};
+pub use crate::util::chunked::{parse_chunk_size_line, ChunkedDecoder};
 
 /// Why a request head was refused: the status to answer and a short
 /// reason. The connection is closed after the answer.
