@@ -217,6 +217,12 @@ impl Server {
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
+
+    /// True once the server's log holds `text` (within a few seconds: the
+    /// log is read by a thread of ours, a little behind the server).
+    pub fn logged(&self, text: &str) -> bool {
+        eventually(Duration::from_secs(5), || self.log().contains(text))
+    }
 }
 
 impl Drop for Server {
