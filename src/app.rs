@@ -8,6 +8,9 @@ use std::time::Duration;
 use crate::archive::cache::Caches;
 use crate::doorbell::Doorbell;
 use crate::http::auth::Tokens;
+use crate::http::guard::Policy;
+use crate::http::ratelimit::LoginLimiter;
+use crate::http::session::Sessions;
 use crate::metrics::Metrics;
 use crate::names::JobId;
 use crate::runner::Runner;
@@ -59,6 +62,12 @@ pub struct App {
     /// `None` when the server runs without access control (loopback only,
     /// or `--insecure-no-auth`).
     pub tokens: Option<Tokens>,
+    /// The browser sessions that logins opened.
+    pub sessions: Sessions,
+    /// Login attempts by client address.
+    pub logins: LoginLimiter,
+    /// The hosts and origins a browser may use (`http::guard`).
+    pub browser: Policy,
     pub limits: Limits,
     /// CRCs, deflated sizes and deflated bytes of files already read, for
     /// exact lengths, cheap resumes and no repeated deflating.
@@ -79,6 +88,7 @@ impl App {
         store: Arc<Store>,
         runner: Runner,
         tokens: Option<Tokens>,
+        browser: Policy,
         limits: Limits,
         changes: Doorbell,
     ) -> App {
@@ -86,6 +96,9 @@ impl App {
             store,
             runner,
             tokens,
+            sessions: Sessions::default(),
+            logins: LoginLimiter::default(),
+            browser,
             limits,
             caches: Arc::new(Caches::default()),
             downloads: Counter::default(),

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use trainbox::app::Limits;
 use trainbox::demo;
 use trainbox::http::auth::Tokens;
+use trainbox::http::guard::Policy;
 use trainbox::runner::RunnerConfig;
 use trainbox::service::{self, OnReady, ServeConfig};
 use trainbox::signals;
@@ -92,6 +93,16 @@ struct ServerArgs {
     /// it can read and control every job).
     #[arg(long)]
     insecure_no_auth: bool,
+    /// A host name browsers may use for this server, besides IP addresses,
+    /// `localhost` and this machine's name (repeat for several). Requests
+    /// naming any other host get 421, which stops DNS rebinding.
+    #[arg(long = "allowed-host", value_name = "NAME")]
+    allowed_hosts: Vec<String>,
+    /// An origin (`https://box.example:8443`) whose pages may start, pause
+    /// and cancel jobs and open live streams, besides the server's own: a
+    /// reverse proxy's (repeat for several).
+    #[arg(long = "allowed-origin", value_name = "ORIGIN")]
+    allowed_origins: Vec<String>,
     /// Seconds a connection may stay silent waiting for its next request
     /// (counted from the end of the previous response); then it is closed.
     #[arg(long, default_value_t = 30.0)]
@@ -126,6 +137,35 @@ fn seconds(value: f64, flag: &str) -> Result<Duration, String> {
     } else {
         Err(format!("{flag} must be a positive number of seconds"))
     }
+}
+
+/// Who may address the server from a browser: `--allowed-host` names and
+/// this machine's own, `--allowed-origin` origins (checked for shape).
+fn browser_policy(args: &ServerArgs) -> Result<Policy, String> {
+    let mut hosts: Vec<String> = args
+        .allowed_hosts
+        .iter()
+        .map(|h| h.to_ascii_lowercase())
+        .collect();
+    if let Some(name) = trainbox::service::host_name() {
+        hosts.push(name.to_ascii_lowercase());
+    }
+    let mut origins = Vec::new();
+    for origin in &args.allowed_origins {
+        let lower = origin.trim_end_matches('/').to_ascii_lowercase();
+        let shaped = ["http://", "https://"].iter().any(|scheme| {
+            lower
+                .strip_prefix(scheme)
+                .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'))
+        });
+        if !shaped {
+            return Err(format!(
+                "--allowed-origin {origin}: expected scheme://host[:port], as a browser sends it"
+            ));
+        }
+        origins.push(lower);
+    }
+    Ok(Policy { hosts, origins })
 }
 
 /// Reads the token file (before serving; the ambient filesystem is fine here).
@@ -196,6 +236,7 @@ fn serve(root: &Path, args: &ServerArgs, on_ready: Option<OnReady>) -> Result<()
         },
         tokens: args.token_file.as_deref().map(load_tokens).transpose()?,
         insecure_no_auth: args.insecure_no_auth,
+        browser: browser_policy(args)?,
         shutdown_grace: Duration::from_secs_f64(args.shutdown_grace),
     };
     service::serve(config, on_ready)

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use crate::app::{App, Limits};
 use crate::doorbell::Doorbell;
 use crate::http::auth::Tokens;
+use crate::http::guard::Policy;
 use crate::http::server;
 use crate::runner::{Runner, RunnerConfig};
 use crate::signals;
@@ -34,6 +35,8 @@ pub struct ServeConfig {
     pub runner: RunnerConfig,
     pub tokens: Option<Tokens>,
     pub insecure_no_auth: bool,
+    /// The hosts and origins browsers may use.
+    pub browser: Policy,
     /// How long downloads in flight may run on after a stop signal.
     pub shutdown_grace: Duration,
 }
@@ -116,6 +119,7 @@ pub fn serve(config: ServeConfig, on_ready: Option<OnReady>) -> Result<(), Strin
         store,
         runner.clone(),
         config.tokens,
+        config.browser,
         config.limits,
         changes,
     ));
@@ -172,6 +176,19 @@ pub fn serve(config: ServeConfig, on_ready: Option<OnReady>) -> Result<(), Strin
     runner.shutdown(config.runner.cancel_grace + Duration::from_secs(5));
     log::info!("stopped");
     Ok(())
+}
+
+/// This machine's host name, which browsers on the network may use.
+pub fn host_name() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `len` bytes, NUL-terminated when
+    // the name fits.
+    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0)?;
+    let name = std::str::from_utf8(&buf[..end]).ok()?;
+    (!name.is_empty()).then(|| name.to_owned())
 }
 
 /// Raises the soft limit on open files to the hard limit; returns the new

@@ -252,7 +252,7 @@ fn every_error_row_of_the_api() {
         let reply = raw(
             server.addr,
             &format!(
-                "{method} {target} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                "{method} {target} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
             ),
         );
         assert_eq!(reply.status, 405, "{method} {target}");

@@ -113,7 +113,7 @@ fn slow_read(addr: SocketAddr, path: &str, bytes_per_sec: usize) -> (Vec<u8>, Re
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
     let mut head = Vec::new();
     let mut byte = [0u8];
     while !head.ends_with(b"\r\n\r\n") {
@@ -136,7 +136,7 @@ fn slow_read(addr: SocketAddr, path: &str, bytes_per_sec: usize) -> (Vec<u8>, Re
         }
     }
     stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .unwrap();
     let mut rest = Vec::new();
     stream.read_to_end(&mut rest).unwrap();
@@ -341,7 +341,9 @@ fn downloads_cut_by_the_write_timeout_never_mix_with_other_responses() {
                 let mut answered = 0;
                 while !stop.load(Ordering::Acquire) {
                     stream
-                        .write_all(b"GET /api/training/jobs/big HTTP/1.1\r\nHost: x\r\n\r\n")
+                        .write_all(
+                            b"GET /api/training/jobs/big HTTP/1.1\r\nHost: localhost\r\n\r\n",
+                        )
                         .unwrap();
                     match read_response(&mut stream) {
                         Ok(reply) if reply.status == 200 && reply.body == expected_job => {
@@ -372,7 +374,7 @@ fn downloads_cut_by_the_write_timeout_never_mix_with_other_responses() {
             thread::spawn(move || {
                 let mut stream = TcpStream::connect(addr).unwrap();
                 small_receive_buffer(&stream, 4096);
-                write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+                write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
                 let mut received = vec![0u8; (1 + i) << 12];
                 stream.read_exact(&mut received).unwrap();
                 thread::sleep(Duration::from_secs(3));
@@ -435,7 +437,7 @@ fn an_idle_server_answers_at_once_and_stops_at_once() {
     // A keep-alive connection left open, and the server idle for three
     // read timeouts.
     let mut kept = TcpStream::connect(server.addr).unwrap();
-    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
     thread::sleep(Duration::from_millis(3500));
     let started = Instant::now();
@@ -490,7 +492,7 @@ fn trickling_clients_hold_no_worker_and_the_watchdog_stays_fed() {
                 let mut stream = TcpStream::connect(addr).unwrap();
                 let (start, byte): (&[u8], &[u8]) = if i % 2 == 0 {
                     (
-                        b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n\r\n",
+                        b"POST /login HTTP/1.1\r\nHost: localhost\r\nContent-Length: 60000\r\n\r\n",
                         b"t",
                     )
                 } else {
@@ -526,7 +528,7 @@ fn trickling_clients_hold_no_worker_and_the_watchdog_stays_fed() {
             .set_read_timeout(Some(Duration::from_secs(2)))
             .unwrap();
         stream
-            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
             .unwrap();
         let mut reply = Vec::new();
         let _ = stream.read_to_end(&mut reply);
@@ -579,7 +581,7 @@ fn requests_framed_to_smuggle_another_get_one_answer_and_a_close() {
     let root = TempDir::new("smuggle");
     make_job(root.path(), "j1");
     let server = Server::start(root.path(), &[]);
-    let smuggled = "GET /api/training/jobs/smuggled-marker HTTP/1.1\r\nHost: x\r\n\r\n";
+    let smuggled = "GET /api/training/jobs/smuggled-marker HTTP/1.1\r\nHost: localhost\r\n\r\n";
     let cases = [
         ("Content-Length: 5\r\nContent-Length: 7\r\n", 400),
         ("Content-Length: +5\r\n", 400),
@@ -591,7 +593,7 @@ fn requests_framed_to_smuggle_another_get_one_answer_and_a_close() {
     let mut table = Vec::new();
     for (headers, status) in cases {
         let request = format!(
-            "POST /api/training/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{headers}\r\n{{}}\r\n{smuggled}"
+            "POST /api/training/jobs HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n{headers}\r\n{{}}\r\n{smuggled}"
         );
         let reply = raw(server.addr, &request);
         assert_eq!(reply.status, status, "{headers:?}");
@@ -608,7 +610,7 @@ fn requests_framed_to_smuggle_another_get_one_answer_and_a_close() {
     let reply = raw(
         server.addr,
         &format!(
-            "POST /api/training/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{{}}\r\nzz\r\n{smuggled}"
+            "POST /api/training/jobs HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{{}}\r\nzz\r\n{smuggled}"
         ),
     );
     assert_eq!(reply.status, 400);
@@ -640,7 +642,7 @@ fn upgrade_headers_mean_nothing_outside_the_websocket_route() {
     let reply = raw(
         server.addr,
         &format!(
-            "POST /api/training/jobs HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, close\r\nUpgrade: websocket\r\n\
+            "POST /api/training/jobs HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade, close\r\nUpgrade: websocket\r\n\
              Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         ),
@@ -655,7 +657,7 @@ fn upgrade_headers_mean_nothing_outside_the_websocket_route() {
     // Without a body: an ordinary answer, and the connection ends.
     let reply = raw(
         server.addr,
-        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
     );
     assert_eq!(reply.status, 200);
     assert_eq!(reply.header("connection"), Some("close"));
@@ -669,7 +671,7 @@ fn login_bodies_are_at_most_a_kibibyte() {
     let reply = raw(
         server.addr,
         &format!(
-            "POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+            "POST /login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\n\
              Content-Length: {}\r\n\r\ntoken={token}",
             token.len() + 6
         ),

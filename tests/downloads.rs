@@ -145,7 +145,7 @@ fn stalled_download(server: &Server) -> TcpStream {
     let mut stream = TcpStream::connect(server.addr).unwrap();
     stream
         .write_all(
-            b"GET /api/training/big/download/model?compression=stored HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET /api/training/big/download/model?compression=stored HTTP/1.1\r\nHost: localhost\r\n\r\n",
         )
         .unwrap();
     let mut first = [0u8; 4096];
@@ -203,7 +203,7 @@ fn head_answers_the_same_headers_without_a_body() {
     let full = get(&server.url("/api/training/j1/download/model"));
     let head = raw(
         server.addr,
-        "HEAD /api/training/j1/download/model HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "HEAD /api/training/j1/download/model HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(head.status, 200);
     assert!(head.body.is_empty());

@@ -40,11 +40,18 @@ fn with_tokens(root: &TempDir) -> Server {
 
 /// Sends one request with optional extra header lines, returns the reply.
 fn request(server: &Server, method: &str, path: &str, extra: &str) -> Reply {
-    let body = if method == "POST" { "{}" } else { "" };
+    let (body, content_type) = match (method, path) {
+        ("POST", "/login") => (
+            "token=",
+            "Content-Type: application/x-www-form-urlencoded\r\n",
+        ),
+        ("POST", _) => ("{}", "Content-Type: application/json\r\n"),
+        _ => ("", ""),
+    };
     raw(
         server.addr,
         &format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\n{extra}{content_type}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
             server.addr,
             body.len()
         ),
@@ -73,7 +80,9 @@ fn no_route_but_healthz_answers_without_a_token() {
     for (method, path) in endpoints() {
         let reply = request(&server, method, &path, "");
         walked += 1;
-        if path == "/healthz" {
+        // Liveness, and the page's script and style (the login form needs
+        // the style), are open.
+        if path == "/healthz" || path.starts_with("/ui/") {
             assert_eq!(reply.status, 200, "{method} {path}");
             continue;
         }
@@ -115,7 +124,7 @@ fn roles_decide_what_a_token_may_do() {
     let read = format!("Authorization: Bearer {READ}\r\n");
     let control = format!("Authorization: Bearer {CONTROL}\r\n");
     for (method, path) in endpoints() {
-        if matches!(path.as_str(), "/login" | "/logout" | "/healthz") {
+        if matches!(path.as_str(), "/login" | "/logout" | "/healthz") || path.starts_with("/ui/") {
             continue;
         }
         // An event stream of a running job never ends: its head is enough.
@@ -157,7 +166,7 @@ fn roles_decide_what_a_token_may_do() {
 }
 
 #[test]
-fn the_web_page_works_through_the_login_cookie() {
+fn the_web_page_works_through_a_session_cookie() {
     let root = token_root("auth-cookie");
     let server = with_tokens(&root);
     // A wrong token gets the form again.
@@ -179,10 +188,22 @@ fn the_web_page_works_through_the_login_cookie() {
     assert_eq!(ok.header("location"), Some("/"));
     let set_cookie = ok.header("set-cookie").unwrap().to_owned();
     assert!(
-        set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict"),
+        set_cookie.starts_with("trainbox_session=")
+            && set_cookie.contains("HttpOnly")
+            && set_cookie.contains("SameSite=Strict")
+            && set_cookie.contains("Path=/")
+            && set_cookie.contains("Max-Age=43200"),
         "{set_cookie}"
     );
+    // The cookie holds a session id, never the token.
+    assert!(!set_cookie.contains(CONTROL), "{set_cookie}");
     let cookie = format!("Cookie: {}\r\n", set_cookie.split(';').next().unwrap());
+    // A token in a cookie is no session.
+    let token_cookie = format!("Cookie: trainbox_session={CONTROL}\r\n");
+    assert_eq!(
+        request(&server, "GET", "/api/training/jobs", &token_cookie).status,
+        401
+    );
 
     let page = request(&server, "GET", "/", &cookie);
     assert_eq!(page.status, 200);
@@ -203,10 +224,14 @@ fn the_web_page_works_through_the_login_cookie() {
         request(&server, "POST", "/api/training/j1/pause", &foreign).status,
         403
     );
-    // Logging out clears it.
+    // Logging out ends the session on the server, not just in the browser.
     let out = request(&server, "POST", "/logout", &cookie);
     assert_eq!(out.status, 303);
     assert!(out.header("set-cookie").unwrap().contains("Max-Age=0"));
+    assert_eq!(
+        request(&server, "GET", "/api/training/jobs", &cookie).status,
+        401
+    );
 }
 
 #[test]
@@ -316,7 +341,7 @@ fn silent_clients_are_dropped_after_their_timeouts() {
     // Half a request head and then nothing: 408 once the head is overdue.
     let mut stream = TcpStream::connect(server.addr).unwrap();
     stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
         .unwrap();
     let reply = parse_response(&wait_for_close(&mut stream));
     assert_eq!(reply.status, 408);
@@ -342,7 +367,7 @@ fn a_client_that_stops_reading_is_dropped_and_frees_its_slot() {
     let mut stalled = TcpStream::connect(server.addr).unwrap();
     small_receive_buffer(&stalled, 4096);
     stalled
-        .write_all(b"GET /api/training/big/download/model HTTP/1.1\r\nHost: x\r\n\r\n")
+        .write_all(b"GET /api/training/big/download/model HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
     let mut first = [0u8; 1024];
     stalled.read_exact(&mut first).unwrap();
@@ -353,7 +378,7 @@ fn a_client_that_stops_reading_is_dropped_and_frees_its_slot() {
     );
     // ...and freed once the write timeout drops it.
     let freed = eventually(Duration::from_secs(30), || {
-        raw(server.addr, "HEAD /api/training/big/download/model HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").status == 200
+        raw(server.addr, "HEAD /api/training/big/download/model HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").status == 200
     });
     assert!(freed, "{}", server.log());
     assert!(server.logged("ClientGone"), "{}", server.log());
@@ -407,7 +432,8 @@ fn the_server_survives_running_out_of_descriptors() {
             return false;
         };
         s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let _ =
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
         let mut reply = Vec::new();
         let _ = s.read_to_end(&mut reply);
         reply.starts_with(b"HTTP/1.1 200")
@@ -454,7 +480,7 @@ fn oversized_heads_are_refused_with_431() {
         .collect();
     let reply = raw(
         server.addr,
-        &format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{many}\r\n"),
+        &format!("GET /healthz HTTP/1.1\r\nHost: localhost\r\n{many}\r\n"),
     );
     assert_eq!(reply.status, 431);
     // A request line that never ends.
@@ -473,7 +499,7 @@ fn a_declared_petabyte_body_is_harmless() {
         let reply = raw(
             server.addr,
             &format!(
-                "GET {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000000000\r\n\r\nabc"
+                "GET {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000000000000000\r\n\r\nabc"
             ),
         );
         assert_eq!(reply.status, 413, "{path}");

@@ -244,7 +244,7 @@ fn oversized_bodies_are_refused_unread() {
             .unwrap();
         stream
             .write_all(
-                format!("POST /api/training/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {declared}\r\n\r\n{{\"recipe\"")
+                format!("POST /api/training/jobs HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {declared}\r\n\r\n{{\"recipe\"")
                     .as_bytes(),
             )
             .unwrap();

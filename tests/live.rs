@@ -51,7 +51,7 @@ fn server_sent_events_follow_the_job_to_its_end() {
         .unwrap();
     stream
         .write_all(
-            b"GET /api/training/j1/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n",
+            b"GET /api/training/j1/events HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n",
         )
         .unwrap();
     let mut reader = BufReader::new(stream);
@@ -142,7 +142,7 @@ fn live_streams_are_bounded() {
     progress(root.path(), 1);
     let server = Server::start(root.path(), &["--max-streams", "1"]);
     let mut open = TcpStream::connect(server.addr).unwrap();
-    open.write_all(b"GET /api/training/j1/events HTTP/1.1\r\nHost: x\r\n\r\n")
+    open.write_all(b"GET /api/training/j1/events HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
     let mut reader = BufReader::new(open.try_clone().unwrap());
     let mut status = String::new();

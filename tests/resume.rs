@@ -172,7 +172,9 @@ fn compression_modes() {
     assert!(auto.body.len() < stored.body.len());
     let head = raw(
         server.addr,
-        &format!("HEAD {MODEL}?compression=auto HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        &format!(
+            "HEAD {MODEL}?compression=auto HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        ),
     );
     assert_eq!(head.header("content-length"), auto.header("content-length"));
     assert!(head.body.is_empty());
@@ -204,7 +206,7 @@ fn compression_modes() {
 fn interrupted_download(server: &Server, path: &Path, keep: usize) {
     let mut stream = TcpStream::connect(server.addr).unwrap();
     stream
-        .write_all(format!("GET {MODEL} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .write_all(format!("GET {MODEL} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
         .unwrap();
     let mut got = Vec::new();
     let mut buf = [0u8; 8192];
@@ -351,7 +353,10 @@ fn a_file_changing_mid_stream_aborts_the_response() {
         .set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap();
     stream
-        .write_all(format!("GET {MODEL}?compression=stored HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .write_all(
+            format!("GET {MODEL}?compression=stored HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                .as_bytes(),
+        )
         .unwrap();
     let mut first = vec![0u8; 64 * 1024];
     let n = stream.read(&mut first).unwrap();

@@ -97,7 +97,7 @@ fn socket_activation_notify_watchdog_and_a_graceful_stop() {
     }
     let mut first = first.expect("systemd-socket-activate listens");
     first
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .unwrap();
     let mut reply = Vec::new();
     first.read_to_end(&mut reply).unwrap();
@@ -119,7 +119,7 @@ fn socket_activation_notify_watchdog_and_a_graceful_stop() {
     let mut download = TcpStream::connect(addr).unwrap();
     download
         .write_all(
-            b"GET /api/training/big/download/model?compression=stored HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET /api/training/big/download/model?compression=stored HTTP/1.1\r\nHost: localhost\r\n\r\n",
         )
         .unwrap();
     let mut head = vec![0u8; 4096];

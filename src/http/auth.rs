@@ -3,12 +3,12 @@
 //! Tokens come from `--token-file` (one a line, `read:` or `control:` in
 //! front; systemd's `LoadCredential=` puts the file in
 //! `$CREDENTIALS_DIRECTORY`). A request presents one as
-//! `Authorization: Bearer <token>` or, for the web page and browser
-//! downloads, as the `trainbox_token` cookie that `POST /login` sets
-//! (HttpOnly, SameSite=Strict, so other sites cannot send it; a cookie-borne
-//! POST must also come from our own origin). Tokens never travel in URLs,
+//! `Authorization: Bearer <token>`; a browser presents the session cookie
+//! that `POST /login` sets in exchange for a token (`http::session`: the
+//! token itself never lives in a cookie). Tokens never travel in URLs,
 //! where logs, history and Referer headers would keep them. Presented
-//! tokens are compared with every configured one in constant time.
+//! tokens are compared with every configured one in constant time. Which
+//! origins may send what is `http::guard`'s business, in every mode.
 //!
 //! `read` may list, read status, progress, checkpoints and metrics, and
 //! download; `control` may also start, pause, resume and cancel. Only
@@ -19,9 +19,7 @@ use std::fmt;
 
 use super::error::ApiError;
 use super::router::Route;
-
-/// The name of the cookie the login form sets.
-pub const COOKIE: &str = "trainbox_token";
+use super::session::{self, Sessions};
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -42,7 +40,7 @@ pub enum Need {
 pub fn need(route: &Route) -> Need {
     match route {
         // The login form checks the token it is given itself.
-        Route::Health | Route::Login => Need::Nothing,
+        Route::Health | Route::Login | Route::Asset(_) => Need::Nothing,
         Route::StartJob | Route::Control(..) => Need::Role(Role::Control),
         Route::Index
         | Route::Logout
@@ -139,20 +137,13 @@ fn constant_time_eq(presented: &[u8], secret: &[u8]) -> bool {
 pub struct Presented<'a> {
     /// From `Authorization: Bearer ...`.
     pub bearer: Option<&'a str>,
-    /// From the `trainbox_token` cookie.
-    pub cookie: Option<&'a str>,
-    /// True when the request is a POST whose `Origin` names another site.
-    pub cross_origin: bool,
+    /// From the session cookie.
+    pub session: Option<&'a str>,
 }
 
 /// Reads the credentials from the request headers (pure).
-pub fn presented<'a>(
-    headers: impl Iterator<Item = (&'a str, &'a str)> + Clone,
-    method: &str,
-) -> Presented<'a> {
+pub fn presented<'a>(headers: impl Iterator<Item = (&'a str, &'a str)>) -> Presented<'a> {
     let mut out = Presented::default();
-    let mut host = None;
-    let mut origin = None;
     for (name, value) in headers {
         if name.eq_ignore_ascii_case("authorization") {
             let value = value.trim();
@@ -160,44 +151,35 @@ pub fn presented<'a>(
                 out.bearer = Some(value[7..].trim());
             }
         } else if name.eq_ignore_ascii_case("cookie") {
-            for pair in value.split(';') {
-                if let Some((k, v)) = pair.trim().split_once('=') {
-                    if k == COOKIE {
-                        out.cookie = Some(v);
-                    }
-                }
-            }
-        } else if name.eq_ignore_ascii_case("host") {
-            host = Some(value.trim());
-        } else if name.eq_ignore_ascii_case("origin") {
-            origin = Some(value.trim());
-        }
-    }
-    if method == "POST" {
-        if let Some(origin) = origin {
-            let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
-            out.cross_origin = Some(origin_host) != host;
+            out.session = out.session.or_else(|| cookie(value, session::COOKIE));
         }
     }
     out
+}
+
+/// The value of cookie `name` in a `Cookie` header.
+pub fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+    header.split(';').find_map(|pair| {
+        let (k, v) = pair.trim().split_once('=')?;
+        (k == name).then_some(v)
+    })
 }
 
 /// Decides whether a request may reach `route`. `tokens` is `None` when
 /// the server runs without access control.
 pub fn check(
     tokens: Option<&Tokens>,
+    sessions: &Sessions,
     route: &Route,
     presented: &Presented<'_>,
 ) -> Result<(), ApiError> {
     let (Some(tokens), Need::Role(needed)) = (tokens, need(route)) else {
         return Ok(());
     };
-    // A header wins over the cookie; a cookie is not enough for a POST
-    // from another origin.
-    let role = match (presented.bearer, presented.cookie) {
+    // A header wins over the cookie.
+    let role = match (presented.bearer, presented.session) {
         (Some(token), _) => tokens.role_of(token.as_bytes()),
-        (None, Some(_)) if presented.cross_origin => return Err(ApiError::Forbidden),
-        (None, Some(token)) => tokens.role_of(token.as_bytes()),
+        (None, Some(id)) => sessions.role_of(id),
         (None, None) => None,
     };
     match role {
@@ -251,79 +233,83 @@ mod tests {
     #[test]
     fn roles_by_route() {
         let t = tokens();
+        let none = Sessions::default();
         let job = JobId::parse("j1").unwrap();
         let pause = Route::Control(job.clone(), super::super::router::Action::Pause);
         let list = Route::ListJobs;
+        let check =
+            |route, presented: &Presented<'_>| super::check(Some(&t), &none, route, presented);
+        assert_eq!(check(&Route::Health, &Presented::default()), Ok(()));
         assert_eq!(
-            check(Some(&t), &Route::Health, &Presented::default()),
-            Ok(())
-        );
-        assert_eq!(
-            check(Some(&t), &list, &Presented::default()),
+            check(&list, &Presented::default()),
             Err(ApiError::Unauthorized)
         );
         assert_eq!(
-            check(Some(&t), &list, &bearer("wrong-token-000000000")),
+            check(&list, &bearer("wrong-token-000000000")),
             Err(ApiError::Unauthorized)
         );
+        assert_eq!(check(&list, &bearer("reader-token-0123456789")), Ok(()));
         assert_eq!(
-            check(Some(&t), &list, &bearer("reader-token-0123456789")),
-            Ok(())
-        );
-        assert_eq!(
-            check(Some(&t), &pause, &bearer("reader-token-0123456789")),
+            check(&pause, &bearer("reader-token-0123456789")),
             Err(ApiError::Forbidden)
         );
         assert_eq!(
-            check(Some(&t), &pause, &bearer("controller-token-0123456789")),
+            check(&pause, &bearer("controller-token-0123456789")),
             Ok(())
         );
         assert_eq!(
-            check(None, &pause, &Presented::default()),
+            super::check(None, &none, &pause, &Presented::default()),
             Ok(()),
             "no tokens: open"
         );
     }
 
     #[test]
-    fn headers_and_cookies() {
+    fn headers_sessions_and_cookies() {
         let headers = [
             ("Authorization", "Bearer abc"),
-            ("Cookie", "a=1; trainbox_token=xyz; b=2"),
-            ("Host", "box:8000"),
-            ("Origin", "http://box:8000"),
+            ("Cookie", "a=1; trainbox_session=xyz; b=2"),
         ];
-        let p = presented(headers.iter().copied(), "POST");
-        assert_eq!(
-            (p.bearer, p.cookie, p.cross_origin),
-            (Some("abc"), Some("xyz"), false)
-        );
-        let evil = [
-            ("Cookie", "trainbox_token=xyz"),
-            ("Host", "box:8000"),
-            ("Origin", "https://evil.example"),
-        ];
-        let p = presented(evil.iter().copied(), "POST");
-        assert!(p.cross_origin);
+        let p = presented(headers.iter().copied());
+        assert_eq!((p.bearer, p.session), (Some("abc"), Some("xyz")));
         let t = tokens();
-        let cookie_post = Presented {
-            cookie: Some("controller-token-0123456789"),
-            cross_origin: true,
-            ..Presented::default()
-        };
+        let sessions = Sessions::default();
+        let id = sessions.open(Role::Read).unwrap();
         let pause = Route::Control(
             JobId::parse("j1").unwrap(),
             super::super::router::Action::Pause,
         );
+        let by_session = Presented {
+            session: Some(&id),
+            ..Presented::default()
+        };
         assert_eq!(
-            check(Some(&t), &pause, &cookie_post),
+            check(Some(&t), &sessions, &Route::ListJobs, &by_session),
+            Ok(())
+        );
+        assert_eq!(
+            check(Some(&t), &sessions, &pause, &by_session),
             Err(ApiError::Forbidden)
         );
-        let same_site = Presented {
-            cross_origin: false,
-            ..cookie_post
+        // A token in the cookie is no session.
+        let token_cookie = Presented {
+            session: Some("controller-token-0123456789"),
+            ..Presented::default()
         };
-        assert_eq!(check(Some(&t), &pause, &same_site), Ok(()));
+        assert_eq!(
+            check(Some(&t), &sessions, &pause, &token_cookie),
+            Err(ApiError::Unauthorized)
+        );
+        sessions.close(&id);
+        assert_eq!(
+            check(Some(&t), &sessions, &Route::ListJobs, &by_session),
+            Err(ApiError::Unauthorized)
+        );
+        assert_eq!(
+            cookie("x=1; trainbox_session=abc", "trainbox_session"),
+            Some("abc")
+        );
+        assert_eq!(cookie("x=1", "trainbox_session"), None);
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub enum ApiError {
     Unauthorized,
     /// 403: the token is valid but its role may not do this.
     Forbidden,
+    /// 403: a state-changing request or a live stream from another
+    /// origin (`http::guard`).
+    CrossOrigin,
     /// 404 `Not Found`: no route has this path.
     NoRoute,
     /// 404 `Job not found`.
@@ -40,6 +43,16 @@ pub enum ApiError {
     Conflict(String),
     /// 413: the request body is larger than the limit.
     PayloadTooLarge,
+    /// 415: a body of another type than the route takes (named here).
+    UnsupportedMediaType(&'static str),
+    /// 421: the `Host` header names a server this is not.
+    MisdirectedRequest,
+    /// 429: too many of something; the text says what, `retry_after`
+    /// (seconds) when to try again.
+    TooManyRequests {
+        detail: &'static str,
+        retry_after: u64,
+    },
     /// 503: too many downloads in flight, or the server is shutting down;
     /// sent with `Retry-After`.
     Unavailable(&'static str),
@@ -54,7 +67,7 @@ impl ApiError {
                 400
             }
             ApiError::Unauthorized => 401,
-            ApiError::Forbidden => 403,
+            ApiError::Forbidden | ApiError::CrossOrigin => 403,
             ApiError::NoRoute
             | ApiError::JobNotFound
             | ApiError::ModelNotFound(_)
@@ -63,6 +76,9 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => 405,
             ApiError::Conflict(_) => 409,
             ApiError::PayloadTooLarge => 413,
+            ApiError::UnsupportedMediaType(_) => 415,
+            ApiError::MisdirectedRequest => 421,
+            ApiError::TooManyRequests { .. } => 429,
             ApiError::Unavailable(_) => 503,
             ApiError::Internal => 500,
         }
@@ -74,6 +90,9 @@ impl ApiError {
             ApiError::MethodNotAllowed { allow } => vec![("Allow", (*allow).to_owned())],
             ApiError::Unauthorized => vec![("WWW-Authenticate", "Bearer".to_owned())],
             ApiError::Unavailable(_) => vec![("Retry-After", "5".to_owned())],
+            ApiError::TooManyRequests { retry_after, .. } => {
+                vec![("Retry-After", retry_after.to_string())]
+            }
             _ => Vec::new(),
         }
     }
@@ -92,6 +111,14 @@ impl fmt::Display for ApiError {
             ApiError::InvalidCheckpointName => f.write_str("Invalid checkpoint name"),
             ApiError::Unauthorized => f.write_str("Not authenticated"),
             ApiError::Forbidden => f.write_str("Not permitted for this token"),
+            ApiError::CrossOrigin => f.write_str("Cross-origin request refused"),
+            ApiError::UnsupportedMediaType(wanted) => {
+                write!(f, "The request body must be {wanted}")
+            }
+            ApiError::MisdirectedRequest => f.write_str(
+                "This server does not answer to that host name (start it with --allowed-host NAME)",
+            ),
+            ApiError::TooManyRequests { detail, .. } => f.write_str(detail),
             ApiError::NoRoute => f.write_str("Not Found"),
             ApiError::JobNotFound => f.write_str("Job not found"),
             ApiError::ModelNotFound(job) => write!(f, "Model directory not found for job {job}"),

@@ -11,7 +11,8 @@ use tiny_http::Request;
 
 use super::auth;
 use super::error::{ApiError, printable};
-use super::router::{Action, Compression, Matched, Route};
+use super::router::{Action, Asset, Compression, Matched, Route};
+use super::session;
 use crate::app::{App, BODY_MAX, Slot};
 use crate::names::{CheckpointName, JobId};
 use crate::runner::ControlError;
@@ -86,9 +87,17 @@ pub fn internal(context: &'static str) -> impl Fn(io::Error) -> ApiError {
 pub fn dispatch(app: &App, matched: Matched, request: &mut Request) -> Result<Reply, ApiError> {
     let head = matched.head;
     match matched.route {
-        Route::Index => Ok(html(200, crate::ui::INDEX_HTML, Vec::new())),
+        Route::Index => Ok(html(
+            200,
+            &crate::ui::index_html(app.tokens.is_some()),
+            Vec::new(),
+        )),
+        Route::Asset(asset) => Ok(match asset {
+            Asset::Script => asset_reply("text/javascript; charset=utf-8", crate::ui::APP_JS),
+            Asset::Style => asset_reply("text/css; charset=utf-8", crate::ui::APP_CSS),
+        }),
         Route::Login => login(app, request),
-        Route::Logout => Ok(see_other("/", vec![("Set-Cookie", cookie("", true))])),
+        Route::Logout => Ok(logout(app, request)),
         Route::Health => Ok(Reply::Json(200, json!({ "status": "ok" }))),
         Route::ListJobs => list_jobs(app),
         Route::Job(id) => job(app, &id),
@@ -112,6 +121,15 @@ pub fn dispatch(app: &App, matched: Matched, request: &mut Request) -> Result<Re
         Route::Metrics => metrics(app),
         Route::Events(id) => live(app, &id, LiveKind::Events, head),
         Route::WebSocket(id) => live(app, &id, LiveKind::WebSocket, head),
+    }
+}
+
+fn asset_reply(content_type: &'static str, body: &str) -> Reply {
+    Reply::Page {
+        status: 200,
+        content_type,
+        body: body.as_bytes().to_vec(),
+        headers: Vec::new(),
     }
 }
 
@@ -140,28 +158,60 @@ fn see_other(location: &str, mut headers: Vec<(&'static str, String)>) -> Reply 
     }
 }
 
-/// The `Set-Cookie` value carrying `token`: HttpOnly (no script reads it),
-/// SameSite=Strict (no other site sends it), for this session only.
-fn cookie(token: &str, clear: bool) -> String {
-    let expiry = if clear { "; Max-Age=0" } else { "" };
+/// The `Set-Cookie` value carrying a session id: HttpOnly (no script reads
+/// it), SameSite=Strict (no other site sends it), for the session's
+/// lifetime; `None` clears it.
+fn session_cookie(id: Option<&str>) -> String {
+    let (value, age) = match id {
+        Some(id) => (id, session::LIFETIME.as_secs()),
+        None => ("", 0),
+    };
     format!(
-        "{}={token}; Path=/; HttpOnly; SameSite=Strict{expiry}",
-        auth::COOKIE
+        "{}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={age}",
+        session::COOKIE
     )
 }
 
-/// `POST /login`: a form (`token=...`); a valid token becomes a cookie and
-/// the browser goes to the page; anything else gets the form again.
+/// `POST /login`: a form (`token=...`); a valid token opens a session, whose
+/// id becomes the cookie, and the browser goes to the page; anything else
+/// gets the form again. At most `ratelimit::ATTEMPTS` a minute per address.
 fn login(app: &App, request: &mut Request) -> Result<Reply, ApiError> {
+    if let Some(client) = request.remote_addr() {
+        if let Err(wait) = app.logins.attempt(client.ip(), std::time::Instant::now()) {
+            return Err(ApiError::TooManyRequests {
+                detail: "Too many login attempts; try again later",
+                retry_after: wait.as_secs().max(1),
+            });
+        }
+    }
     let body = body(request, LOGIN_BODY_MAX)?;
     let Some(tokens) = app.tokens.as_ref() else {
         return Ok(see_other("/", Vec::new()));
     };
     let token = form_field(&body, "token").unwrap_or_default();
     match tokens.role_of(token.as_bytes()) {
-        Some(_) => Ok(see_other("/", vec![("Set-Cookie", cookie(&token, false))])),
+        Some(role) => {
+            let id = app
+                .sessions
+                .open(role)
+                .map_err(internal("opening a session"))?;
+            Ok(see_other(
+                "/",
+                vec![("Set-Cookie", session_cookie(Some(&id)))],
+            ))
+        }
         None => Ok(login_page(true)),
     }
+}
+
+/// `POST /logout`: the session ends here, not only in the browser.
+fn logout(app: &App, request: &Request) -> Reply {
+    for header in request.headers().iter().filter(|h| h.field.equiv("Cookie")) {
+        if let Some(id) = auth::cookie(header.value.as_str(), session::COOKIE) {
+            app.sessions.close(id);
+        }
+    }
+    see_other("/", vec![("Set-Cookie", session_cookie(None))])
 }
 
 /// One field of an `application/x-www-form-urlencoded` body.

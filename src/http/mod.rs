@@ -4,9 +4,12 @@
 pub mod auth;
 pub mod download;
 pub mod error;
+pub mod guard;
 pub mod handlers;
 pub mod openapi;
 pub mod range;
+pub mod ratelimit;
 pub mod respond;
 pub mod router;
 pub mod server;
+pub mod session;

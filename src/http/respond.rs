@@ -24,6 +24,7 @@ pub enum Framing {
 
 pub fn reason(status: u16) -> &'static str {
     match status {
+        101 => "Switching Protocols",
         200 => "OK",
         201 => "Created",
         204 => "No Content",
@@ -36,11 +37,39 @@ pub fn reason(status: u16) -> &'static str {
         405 => "Method Not Allowed",
         409 => "Conflict",
         413 => "Content Too Large",
+        415 => "Unsupported Media Type",
+        421 => "Misdirected Request",
+        429 => "Too Many Requests",
         416 => "Range Not Satisfiable",
         500 => "Internal Server Error",
         503 => "Service Unavailable",
         _ => "",
     }
+}
+
+/// The Content-Security-Policy of the web page: its own script, style and
+/// requests, nothing inline, no frames around it, forms only to itself.
+pub const PAGE_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     img-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; \
+     frame-ancestors 'none'";
+/// The policy of everything else (JSON, archives, event streams): a browser
+/// that opens one directly runs and embeds nothing from it.
+pub const INERT_POLICY: &str = "default-src 'none'; frame-ancestors 'none'; sandbox";
+
+/// What every response tells a browser, whatever it holds: never guess a
+/// type other than the one declared, never tell another site the address
+/// the user came from, and the content policy for `content_type`.
+pub fn browser_headers(content_type: &str) -> [(&'static str, &'static str); 3] {
+    let policy = if content_type.starts_with("text/html") {
+        PAGE_POLICY
+    } else {
+        INERT_POLICY
+    };
+    [
+        ("X-Content-Type-Options", "nosniff"),
+        ("Referrer-Policy", "no-referrer"),
+        ("Content-Security-Policy", policy),
+    ]
 }
 
 /// Writes a status line and headers; returns the number of bytes written.
@@ -55,6 +84,13 @@ pub fn write_head(
         reason(status),
         httpdate::fmt_http_date(SystemTime::now())
     );
+    let content_type = headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("Content-Type"))
+        .map_or("", |(_, value)| value.as_str());
+    for (name, value) in browser_headers(content_type) {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -88,6 +124,17 @@ pub fn send(
         .with_status_code(status)
         .with_chunked_threshold(usize::MAX)
         .with_header(header("Content-Type", content_type));
+    for (name, value) in browser_headers(content_type) {
+        response.add_header(header(name, value));
+    }
+    // Answers about jobs change from one moment to the next, and carry
+    // what a shared machine's browser cache should not keep.
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("Cache-Control"))
+    {
+        response.add_header(header("Cache-Control", "no-store"));
+    }
     for (name, value) in headers {
         response.add_header(header(name, value));
     }

@@ -15,6 +15,10 @@ use crate::names::{CheckpointName, JobId};
 pub enum Route {
     /// `GET /`: the web page.
     Index,
+    /// `GET /ui/app.js`, `/ui/app.css`: the page's script and style, open
+    /// (the login form uses the style), as files of their own so that the
+    /// page needs no inline script or style (its CSP forbids them).
+    Asset(Asset),
     /// `GET /healthz`: liveness, open without a token.
     Health,
     /// `GET /metrics`: Prometheus text format.
@@ -58,6 +62,7 @@ impl Route {
     pub fn name(&self) -> &'static str {
         match self {
             Route::Index => "Index",
+            Route::Asset(_) => "Asset",
             Route::Health => "Health",
             Route::Metrics => "Metrics",
             Route::OpenApi => "OpenApi",
@@ -118,6 +123,13 @@ impl Compression {
     }
 }
 
+/// A file of the web page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asset {
+    Script,
+    Style,
+}
+
 /// A matched request: the route, and whether it was a `HEAD`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Matched {
@@ -129,6 +141,8 @@ pub struct Matched {
 /// `match` in [`route`]; the OpenAPI spec is checked against this list.
 pub const ENDPOINTS: &[(&str, &str)] = &[
     (GET, "/"),
+    (GET, "/ui/app.js"),
+    (GET, "/ui/app.css"),
     (GET, "/healthz"),
     (GET, "/metrics"),
     (GET, "/openapi.json"),
@@ -198,6 +212,8 @@ pub fn route(method: &str, target: &str) -> Result<Matched, RouteError> {
 
     let (allow, shape) = match segs.as_slice() {
         [] => (GET, Shape::Fixed(Route::Index)),
+        [Some("ui"), Some("app.js")] => (GET, Shape::Fixed(Route::Asset(Asset::Script))),
+        [Some("ui"), Some("app.css")] => (GET, Shape::Fixed(Route::Asset(Asset::Style))),
         [Some("healthz")] => (GET, Shape::Fixed(Route::Health)),
         [Some("metrics")] => (GET, Shape::Fixed(Route::Metrics)),
         [Some("openapi.json")] => (GET, Shape::Fixed(Route::OpenApi)),
@@ -452,6 +468,7 @@ mod tests {
 
     const ALL_VARIANTS: &[&str] = &[
         "Index",
+        "Asset",
         "Health",
         "Metrics",
         "OpenApi",

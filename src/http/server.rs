@@ -32,6 +32,7 @@ use tiny_http::Request;
 use super::auth;
 use super::download;
 use super::error::ApiError;
+use super::guard;
 use super::handlers::{self, Reply};
 use super::respond;
 use super::router::{self, Route};
@@ -115,9 +116,13 @@ fn protocol_error(
         first.make_ascii_uppercase();
     }
     let body = serde_json::json!({ "detail": detail }).to_string();
-    tiny_http::Response::from_data(body.into_bytes())
+    let mut response = tiny_http::Response::from_data(body.into_bytes())
         .with_status_code(status)
-        .with_header(respond::header("Content-Type", "application/json"))
+        .with_header(respond::header("Content-Type", "application/json"));
+    for (name, value) in respond::browser_headers("application/json") {
+        response.add_header(respond::header(name, value));
+    }
+    response
 }
 
 /// Moves requests from tiny_http to the worker queue until `stop` is set.
@@ -235,12 +240,18 @@ pub fn handle(app: &Arc<App>, mut request: Request) {
         Err(ApiError::PayloadTooLarge)
     } else {
         routed.map_err(ApiError::from).and_then(|matched| {
+            admit(app, &request, &method, &matched.route)?;
             let headers = request
                 .headers()
                 .iter()
                 .map(|h| (h.field.as_str().as_str(), h.value.as_str()));
-            let presented = auth::presented(headers, &method);
-            match auth::check(app.tokens.as_ref(), &matched.route, &presented) {
+            let presented = auth::presented(headers);
+            match auth::check(
+                app.tokens.as_ref(),
+                &app.sessions,
+                &matched.route,
+                &presented,
+            ) {
                 // A browser without a token gets the login form.
                 Err(ApiError::Unauthorized) if matched.route == Route::Index => {
                     Ok(handlers::login_page(false))
@@ -298,6 +309,33 @@ pub fn handle(app: &Arc<App>, mut request: Request) {
     app.metrics
         .request(route_name, status, started.elapsed().as_secs_f64());
     access_log(&method, &target, status, bytes, started, client);
+}
+
+/// The browser checks of `http::guard`, on the request's headers.
+fn admit(app: &App, request: &Request, method: &str, route: &Route) -> Result<(), ApiError> {
+    let header = |name: &'static str| {
+        request
+            .headers()
+            .iter()
+            .find(|h| h.field.equiv(name))
+            .map(|h| h.value.as_str())
+    };
+    let origins: Vec<&str> = request
+        .headers()
+        .iter()
+        .filter(|h| h.field.equiv("Origin"))
+        .map(|h| h.value.as_str())
+        .collect();
+    let has_body =
+        request.body_length().is_some_and(|n| n > 0) || header("Transfer-Encoding").is_some();
+    app.browser.check(&guard::Request {
+        method,
+        route,
+        host: header("Host"),
+        origins: &origins,
+        content_type: header("Content-Type"),
+        has_body,
+    })
 }
 
 /// One line per request: method, target (token redacted), status, bytes,

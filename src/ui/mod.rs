@@ -1,13 +1,29 @@
-//! The embedded web page: one self-contained HTML file, no build step.
+//! The embedded web page: markup, script and style as three files, no
+//! build step. Script and style are separate so that the page's
+//! Content-Security-Policy can forbid anything inline.
+
+/// `GET /ui/app.js`.
+pub const APP_JS: &str = include_str!("app.js");
+/// `GET /ui/app.css` (the login form uses it too).
+pub const APP_CSS: &str = include_str!("app.css");
 
 /// `GET /`: jobs, live progress and loss curve, checkpoints and downloads.
-pub const INDEX_HTML: &str = include_str!("index.html");
+/// `signed_in` when the server runs with tokens, so the page offers to
+/// sign out.
+pub fn index_html(signed_in: bool) -> String {
+    let page = include_str!("index.html");
+    if signed_in {
+        page.replacen("<body>", r#"<body data-signed-in="true">"#, 1)
+    } else {
+        page.to_owned()
+    }
+}
 
-/// The login form (`POST /login`), for a browser without a token; after a
-/// wrong token it says so.
+/// The login form (`POST /login`), for a browser without a session; after
+/// a wrong token it says so.
 pub fn login_html(failed: bool) -> String {
     let message = if failed {
-        r#"<p style="color:#b91c1c">That token is not valid.</p>"#
+        r#"<p class="error">That token is not valid.</p>"#
     } else {
         ""
     };

@@ -336,7 +336,7 @@ pub fn raw(addr: SocketAddr, request_head: &str) -> Reply {
 pub fn raw_get(addr: SocketAddr, target: &str) -> Reply {
     raw(
         addr,
-        &format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        &format!("GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
     )
 }
 
