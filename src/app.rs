@@ -14,6 +14,7 @@ use crate::http::session::Sessions;
 use crate::metrics::Metrics;
 use crate::names::JobId;
 use crate::runner::Runner;
+use crate::store::history::Histories;
 use crate::store::progress::Progress;
 use crate::store::{JobDir, ProgressRead, Store};
 
@@ -78,6 +79,8 @@ pub struct App {
     pub changes: Doorbell,
     /// Set when the server starts to stop: live streams end.
     pub stopping: std::sync::atomic::AtomicBool,
+    /// What has been read of each job's `metrics.jsonl` (`store::history`).
+    pub histories: Histories,
     /// The last good progress of each job, for when its file is half-written.
     last_progress: Mutex<HashMap<JobId, (Progress, &'static str)>>,
     pub metrics: Metrics,
@@ -106,6 +109,7 @@ impl App {
             changes,
             stopping: std::sync::atomic::AtomicBool::new(false),
             last_progress: Mutex::new(HashMap::new()),
+            histories: Histories::default(),
             metrics: Metrics::default(),
         }
     }

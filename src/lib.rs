@@ -31,5 +31,6 @@ pub mod service;
 pub mod signals;
 pub mod store;
 pub mod systemd;
+pub mod text;
 pub mod timefmt;
 pub mod ui;

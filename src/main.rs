@@ -78,6 +78,9 @@ struct ServerArgs {
     /// filesystems where sendfile misbehaves, and for benchmarks).
     #[arg(long)]
     no_sendfile: bool,
+    /// Jobs that may wait in the queue; more submissions get 429.
+    #[arg(long, default_value_t = 100, value_parser = at_least_one)]
+    max_queued: usize,
     /// Trainers running at once; more jobs wait in a FIFO queue.
     #[arg(long, default_value_t = 1, value_parser = at_least_one)]
     max_jobs: usize,
@@ -231,6 +234,7 @@ fn serve(root: &Path, args: &ServerArgs, on_ready: Option<OnReady>) -> Result<()
         },
         runner: RunnerConfig {
             max_jobs: args.max_jobs,
+            max_queued: args.max_queued,
             cancel_grace: Duration::from_secs_f64(args.cancel_grace),
             changes: Default::default(),
         },

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use trainbox::http::router::{route, Route};
+use trainbox::http::router::{route, Cursor, Route};
 use trainbox::names::{CheckpointName, JobId};
 
 fn job_ok(id: &JobId) {
@@ -38,8 +38,17 @@ fuzz_target!(|data: &[u8]| {
         | Route::OpenApi
         | Route::Login
         | Route::Logout
-        | Route::ListJobs
+        | Route::Asset(_)
         | Route::StartJob => {}
+        Route::ListJobs(paging) => {
+            if let Some(limit) = paging.limit {
+                assert!((1..=trainbox::http::router::PAGE_MAX).contains(&limit));
+            }
+            if let Some(cursor) = paging.after {
+                // The cursor a page renders is read back as itself.
+                assert_eq!(Cursor::parse(&cursor.render()), Some(cursor));
+            }
+        }
     }
     assert!(matched.head == (method == "HEAD"));
 });

@@ -46,7 +46,7 @@ pub fn need(route: &Route) -> Need {
         | Route::Logout
         | Route::Metrics
         | Route::OpenApi
-        | Route::ListJobs
+        | Route::ListJobs(_)
         | Route::Job(_)
         | Route::Checkpoints(_)
         | Route::Progress(_)
@@ -192,6 +192,7 @@ pub fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::router::Paging;
     use crate::names::JobId;
 
     const FILE: &str =
@@ -236,7 +237,7 @@ mod tests {
         let none = Sessions::default();
         let job = JobId::parse("j1").unwrap();
         let pause = Route::Control(job.clone(), super::super::router::Action::Pause);
-        let list = Route::ListJobs;
+        let list = Route::ListJobs(Paging::default());
         let check =
             |route, presented: &Presented<'_>| super::check(Some(&t), &none, route, presented);
         assert_eq!(check(&Route::Health, &Presented::default()), Ok(()));
@@ -284,7 +285,12 @@ mod tests {
             ..Presented::default()
         };
         assert_eq!(
-            check(Some(&t), &sessions, &Route::ListJobs, &by_session),
+            check(
+                Some(&t),
+                &sessions,
+                &Route::ListJobs(Paging::default()),
+                &by_session
+            ),
             Ok(())
         );
         assert_eq!(
@@ -302,7 +308,12 @@ mod tests {
         );
         sessions.close(&id);
         assert_eq!(
-            check(Some(&t), &sessions, &Route::ListJobs, &by_session),
+            check(
+                Some(&t),
+                &sessions,
+                &Route::ListJobs(Paging::default()),
+                &by_session
+            ),
             Err(ApiError::Unauthorized)
         );
         assert_eq!(

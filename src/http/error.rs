@@ -56,6 +56,9 @@ pub enum ApiError {
     /// 503: too many downloads in flight, or the server is shutting down;
     /// sent with `Retry-After`.
     Unavailable(&'static str),
+    /// 503: `recipes.json` cannot be used (the text says where it is
+    /// wrong); nothing can start until the admin fixes it.
+    RecipesBroken(String),
     /// 500: something failed on the server; the cause is logged, not sent.
     Internal,
 }
@@ -79,7 +82,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => 415,
             ApiError::MisdirectedRequest => 421,
             ApiError::TooManyRequests { .. } => 429,
-            ApiError::Unavailable(_) => 503,
+            ApiError::Unavailable(_) | ApiError::RecipesBroken(_) => 503,
             ApiError::Internal => 500,
         }
     }
@@ -127,6 +130,7 @@ impl fmt::Display for ApiError {
             ApiError::MethodNotAllowed { .. } => f.write_str("Method Not Allowed"),
             ApiError::PayloadTooLarge => f.write_str("Request body too large"),
             ApiError::Unavailable(why) => f.write_str(why),
+            ApiError::RecipesBroken(why) => write!(f, "No job can start: {why}"),
             ApiError::Internal => f.write_str("Internal Server Error"),
         }
     }

@@ -145,6 +145,7 @@ fn media_type(value: Option<&str>) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::router::Paging;
     use crate::names::JobId;
 
     fn request<'a>(
@@ -172,7 +173,7 @@ mod tests {
 
     #[test]
     fn hosts_must_name_this_server() {
-        let list = Route::ListJobs;
+        let list = Route::ListJobs(Paging::default());
         for host in [
             "127.0.0.1:8000",
             "localhost:8000",
@@ -230,7 +231,14 @@ mod tests {
             );
         }
         // Plain reads may be linked from anywhere; curl sends no Origin.
-        assert_eq!(ok("GET", &Route::ListJobs, "https://evil.example"), Ok(()));
+        assert_eq!(
+            ok(
+                "GET",
+                &Route::ListJobs(Paging::default()),
+                "https://evil.example"
+            ),
+            Ok(())
+        );
         assert_eq!(
             policy().check(&request("POST", &start, "127.0.0.1:8000", &[])),
             Ok(())

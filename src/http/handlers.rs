@@ -11,12 +11,12 @@ use tiny_http::Request;
 
 use super::auth;
 use super::error::{ApiError, printable};
-use super::router::{Action, Asset, Compression, Matched, Route};
+use super::router::{Action, Asset, Compression, Cursor, Matched, Paging, Route};
 use super::session;
 use crate::app::{App, BODY_MAX, Slot};
 use crate::names::{CheckpointName, JobId};
-use crate::runner::ControlError;
 use crate::runner::recipes::{Recipes, check_params};
+use crate::runner::{ControlError, SubmitError};
 use crate::store::records::{JobStatus, derive_status};
 use crate::store::{JobDir, LOG_FILE};
 use crate::timefmt;
@@ -99,7 +99,7 @@ pub fn dispatch(app: &App, matched: Matched, request: &mut Request) -> Result<Re
         Route::Login => login(app, request),
         Route::Logout => Ok(logout(app, request)),
         Route::Health => Ok(Reply::Json(200, json!({ "status": "ok" }))),
-        Route::ListJobs => list_jobs(app),
+        Route::ListJobs(paging) => list_jobs(app, &paging),
         Route::Job(id) => job(app, &id),
         Route::Checkpoints(id) => checkpoints(app, &id),
         Route::Progress(id) => progress(app, &id),
@@ -234,7 +234,9 @@ fn open_job(app: &App, id: &JobId) -> Result<JobDir, ApiError> {
         .ok_or(ApiError::JobNotFound)
 }
 
-fn list_jobs(app: &App) -> Result<Reply, ApiError> {
+/// `GET /api/training/jobs`: every job, newest first; with `limit`, a page
+/// of them after the `after` cursor, and the cursor of the next page.
+fn list_jobs(app: &App, paging: &Paging) -> Result<Reply, ApiError> {
     let ids = app.store.job_ids().map_err(internal("listing jobs"))?;
     let mut jobs: Vec<Value> = Vec::with_capacity(ids.len());
     for id in ids {
@@ -253,7 +255,37 @@ fn list_jobs(app: &App) -> Result<Reply, ApiError> {
         };
         key(b).cmp(&key(a))
     });
-    Ok(Reply::Json(200, json!({ "jobs": jobs })))
+    let Some(limit) = paging.limit else {
+        return Ok(Reply::Json(200, json!({ "jobs": jobs })));
+    };
+    let key = |v: &Value| {
+        (
+            v["created_at"].as_str().unwrap_or("").to_owned(),
+            v["id"].as_str().unwrap_or("").to_owned(),
+        )
+    };
+    let start = match &paging.after {
+        None => 0,
+        Some(after) => {
+            let after = (after.created_at.clone(), after.id.as_str().to_owned());
+            jobs.partition_point(|job| key(job) >= after)
+        }
+    };
+    let page: Vec<Value> = jobs.iter().skip(start).take(limit).cloned().collect();
+    let next = (start + page.len() < jobs.len())
+        .then(|| page.last())
+        .flatten()
+        .and_then(|last| {
+            let (created_at, id) = key(last);
+            Some(
+                Cursor {
+                    created_at,
+                    id: JobId::parse(&id).ok()?,
+                }
+                .render(),
+            )
+        });
+    Ok(Reply::Json(200, json!({ "jobs": page, "next": next })))
 }
 
 fn job(app: &App, id: &JobId) -> Result<Reply, ApiError> {
@@ -393,10 +425,14 @@ pub fn progress_body(app: &App, dir: &JobDir) -> (Value, JobStatus) {
 
 fn history(app: &App, id: &JobId) -> Result<Reply, ApiError> {
     let dir = open_job(app, id)?;
-    let history = dir.history().map_err(internal("reading the history"))?;
+    let history = dir.history(&app.histories);
     Ok(Reply::Json(
         200,
-        json!({ "job_id": id.as_str(), "history": history }),
+        json!({
+            "job_id": id.as_str(),
+            "history": history.points,
+            "samples": history.samples,
+        }),
     ))
 }
 
@@ -553,7 +589,7 @@ fn start_job(app: &App, request: &mut Request) -> Result<Reply, ApiError> {
     {
         Some(bytes) => Recipes::parse(&bytes).map_err(|e| {
             log::error!("{e}");
-            ApiError::Internal
+            ApiError::RecipesBroken(e.to_string())
         })?,
         None => Recipes::default(),
     };
@@ -564,7 +600,13 @@ fn start_job(app: &App, request: &mut Request) -> Result<Reply, ApiError> {
     let record = app
         .runner
         .submit(&recipe, name, params)
-        .map_err(internal("creating a job"))?;
+        .map_err(|e| match e {
+            SubmitError::QueueFull(_) => ApiError::TooManyRequests {
+                detail: "The job queue is full; try again when a job has finished",
+                retry_after: 30,
+            },
+            SubmitError::Io(e) => internal("creating a job")(e),
+        })?;
     let id = JobId::parse(&record.id).map_err(|_| ApiError::Internal)?;
     log::info!("job {id} queued: recipe {recipe}");
     let dir = open_job(app, &id)?;

@@ -29,8 +29,8 @@ pub enum Route {
     Login,
     /// `POST /logout`: clears that cookie.
     Logout,
-    /// `GET /api/training/jobs`
-    ListJobs,
+    /// `GET /api/training/jobs[?limit=&after=]`
+    ListJobs(Paging),
     /// `POST /api/training/jobs`
     StartJob,
     /// `GET /api/training/jobs/{job_id}`
@@ -68,7 +68,7 @@ impl Route {
             Route::OpenApi => "OpenApi",
             Route::Login => "Login",
             Route::Logout => "Logout",
-            Route::ListJobs => "ListJobs",
+            Route::ListJobs(_) => "ListJobs",
             Route::StartJob => "StartJob",
             Route::Job(_) => "Job",
             Route::Checkpoints(_) => "Checkpoints",
@@ -120,6 +120,45 @@ impl Compression {
             Compression::Stored => "stored",
             Compression::Deflate => "deflate",
         }
+    }
+}
+
+/// Which part of the job list to send (newest first): all of it, or a page
+/// of at most `limit` jobs after the job `after` names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Paging {
+    pub limit: Option<usize>,
+    pub after: Option<Cursor>,
+}
+
+/// The most jobs a page holds.
+pub const PAGE_MAX: usize = 1000;
+
+/// Where a page of the job list ends: its last job's creation time and id
+/// (the list's sort key), as `{created_at}_{id}`. A cursor stays valid when
+/// its job is deleted meanwhile.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Cursor {
+    pub created_at: String,
+    pub id: JobId,
+}
+
+impl Cursor {
+    pub fn parse(text: &str) -> Option<Cursor> {
+        let (created_at, id) = text.split_once('_')?;
+        let stamp = |c: char| c.is_ascii_digit() || "TZ:.-+".contains(c);
+        if created_at.len() > 40 || !created_at.chars().all(stamp) {
+            return None;
+        }
+        Some(Cursor {
+            created_at: created_at.to_owned(),
+            id: JobId::parse(id).ok()?,
+        })
+    }
+
+    /// The text `parse` reads back.
+    pub fn render(&self) -> String {
+        format!("{}_{}", self.created_at, self.id)
     }
 }
 
@@ -266,7 +305,27 @@ pub fn route(method: &str, target: &str) -> Result<Matched, RouteError> {
     let route = match shape {
         Shape::Fixed(route) => route,
         Shape::Jobs if is_post => Route::StartJob,
-        Shape::Jobs => Route::ListJobs,
+        Shape::Jobs => {
+            let limit = match query.take("limit") {
+                None => None,
+                Some(text) => match text.parse::<usize>() {
+                    Ok(n @ 1..=PAGE_MAX) => Some(n),
+                    _ => {
+                        return Err(RouteError::BadQuery(format!(
+                            "Invalid limit: expected 1 to {PAGE_MAX}"
+                        )));
+                    }
+                },
+            };
+            let after = match query.take("after") {
+                None => None,
+                Some(text) => Some(
+                    Cursor::parse(&text)
+                        .ok_or_else(|| RouteError::BadQuery("Invalid cursor in 'after'".into()))?,
+                ),
+            };
+            Route::ListJobs(Paging { limit, after })
+        }
         Shape::Job(make, id) => make(job_id(id)?),
         Shape::Control(action, id) => Route::Control(job_id(id)?, action),
         Shape::DownloadModel(id) => {
@@ -419,7 +478,40 @@ mod tests {
         assert_eq!(ok("GET", "/openapi.json"), Route::OpenApi);
         assert_eq!(ok("POST", "/login"), Route::Login);
         assert_eq!(ok("POST", "/logout"), Route::Logout);
-        assert_eq!(ok("GET", "/api/training/jobs"), Route::ListJobs);
+        assert_eq!(
+            ok("GET", "/api/training/jobs"),
+            Route::ListJobs(Paging::default())
+        );
+        let paged = ok(
+            "GET",
+            "/api/training/jobs?limit=50&after=2026-11-28T23%3A24%3A02.711Z_j-1",
+        );
+        assert_eq!(
+            paged,
+            Route::ListJobs(Paging {
+                limit: Some(50),
+                after: Some(Cursor {
+                    created_at: "2026-11-28T23:24:02.711Z".into(),
+                    id: JobId::parse("j-1").unwrap(),
+                }),
+            })
+        );
+        for bad in [
+            "limit=0",
+            "limit=1001",
+            "limit=x",
+            "after=nounderscore",
+            "after=2026_..",
+            "after=<script>_j1",
+        ] {
+            assert!(
+                matches!(
+                    route("GET", &format!("/api/training/jobs?{bad}")),
+                    Err(RouteError::BadQuery(_))
+                ),
+                "{bad}"
+            );
+        }
         assert_eq!(ok("POST", "/api/training/jobs"), Route::StartJob);
         assert_eq!(ok("GET", "/api/training/jobs/a1"), Route::Job(id("a1")));
         assert_eq!(
@@ -565,7 +657,10 @@ mod tests {
 
     #[test]
     fn literal_segments_may_be_percent_encoded() {
-        assert_eq!(ok("GET", "/api/%74raining/jobs"), Route::ListJobs);
+        assert_eq!(
+            ok("GET", "/api/%74raining/jobs"),
+            Route::ListJobs(Paging::default())
+        );
     }
 
     #[test]
@@ -637,8 +732,8 @@ mod tests {
             "Repeated query parameter 'checkpoint'"
         );
         assert_eq!(
-            bad("/api/training/jobs?limit=5"),
-            "Unknown query parameter 'limit'"
+            bad("/api/training/jobs?page=5"),
+            "Unknown query parameter 'page'"
         );
         assert_eq!(
             bad("/api/training/a1/download/model?compression=zstd"),

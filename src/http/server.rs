@@ -219,7 +219,7 @@ fn probe(app: &App) -> bool {
         .with_path("/api/training/jobs")
         .into();
     let matched = router::Matched {
-        route: Route::ListJobs,
+        route: Route::ListJobs(Default::default()),
         head: false,
     };
     matches!(
@@ -352,7 +352,7 @@ pub fn access_log(
     log::info!(
         target: "access",
         "{method} {} {status} {bytes}B {:.1}ms {client}",
-        redact_token(target),
+        crate::text::escape_controls(&redact_token(target)),
         started.elapsed().as_secs_f64() * 1000.0
     );
 }

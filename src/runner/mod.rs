@@ -41,6 +41,8 @@ pub struct RunnerConfig {
     pub cancel_grace: Duration,
     /// Rung whenever a job is queued, starts, pauses, resumes or ends.
     pub changes: Doorbell,
+    /// Jobs that may wait in the queue; more submissions are refused.
+    pub max_queued: usize,
 }
 
 impl Default for RunnerConfig {
@@ -49,7 +51,32 @@ impl Default for RunnerConfig {
             max_jobs: 1,
             cancel_grace: Duration::from_secs(30),
             changes: Doorbell::default(),
+            max_queued: 100,
         }
+    }
+}
+
+/// Why a submission was refused.
+#[derive(Debug)]
+pub enum SubmitError {
+    /// `max_queued` jobs are waiting already.
+    QueueFull(usize),
+    /// Creating the job's directory or record failed.
+    Io(io::Error),
+}
+
+impl std::fmt::Display for SubmitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SubmitError::QueueFull(max) => write!(f, "{max} jobs are queued already"),
+            SubmitError::Io(e) => e.fmt(f),
+        }
+    }
+}
+
+impl From<io::Error> for SubmitError {
+    fn from(e: io::Error) -> SubmitError {
+        SubmitError::Io(e)
     }
 }
 
@@ -130,20 +157,27 @@ impl Runner {
         Ok(Runner { shared })
     }
 
-    /// Creates a job from a checked request and queues it; returns its record.
+    /// Creates a job from a checked request and queues it; returns its
+    /// record. Refused while `max_queued` jobs wait (before anything is
+    /// written; a race past the check can overshoot by the submissions in
+    /// flight, which the worker pool bounds).
     pub fn submit(
         &self,
         recipe: &str,
         name: Option<String>,
         params: Map<String, Value>,
-    ) -> io::Result<JobRecord> {
+    ) -> Result<JobRecord, SubmitError> {
+        let max = self.shared.config.max_queued;
+        if self.shared.lock().queue.len() >= max {
+            return Err(SubmitError::QueueFull(max));
+        }
         let store = &self.shared.store;
         let (id, dir) = loop {
             let id = new_job_id();
             match store.create_job(&id) {
                 Ok(dir) => break (id, dir),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
         };
         let record = JobRecord {

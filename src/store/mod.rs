@@ -7,6 +7,7 @@
 //! impossible by construction. Each job gets its own `Dir`, so symlinks in a
 //! job are followed only while they stay inside that job.
 
+pub mod history;
 pub mod lock;
 pub mod progress;
 pub mod records;
@@ -26,15 +27,15 @@ use crate::archive::plan::Fingerprint;
 use crate::archive::stream::MemberSource;
 use crate::names::{CheckpointName, JobId};
 use crate::timefmt;
+use history::{Histories, History};
 use progress::Progress;
 use records::JobRecord;
 use walk::WalkedFile;
 
 /// Largest `job.json`, `progress.json` or `trainer_state.json` read whole.
 const SMALL_FILE_MAX: u64 = 16 << 20;
-/// How much of the end of `metrics.jsonl` the history reads.
-const HISTORY_TAIL_MAX: u64 = 8 << 20;
-/// How much of it the latest progress reads (the last line is enough).
+/// How much of `metrics.jsonl` the latest progress reads (the last line
+/// is enough).
 const LAST_SAMPLE_TAIL: u64 = 64 << 10;
 
 pub const JOBS_DIR: &str = "jobs";
@@ -284,16 +285,27 @@ impl JobDir {
         ProgressRead::Absent
     }
 
-    /// The progress history: the valid lines of the end of `metrics.jsonl`,
-    /// else the newest checkpoint's `log_history`.
-    pub fn history(&self) -> io::Result<Vec<Progress>> {
-        if let Some(history) = self.history_tail(HISTORY_TAIL_MAX)? {
-            return Ok(history);
+    /// The progress history: `metrics.jsonl` read through `histories`
+    /// (streamed, downsampled, only new lines read again), else the newest
+    /// checkpoint's `log_history`. A history file that cannot be read (a
+    /// FIFO, a directory, no permission) counts as absent, and is logged.
+    pub fn history(&self, histories: &Histories) -> History {
+        match self.open_regular(HISTORY_FILE) {
+            Ok(file) => match histories.read(&self.id, file) {
+                Ok(history) => return history,
+                Err(e) => log::warn!("job {}: cannot read {HISTORY_FILE}: {e}", self.id),
+            },
+            Err(e) if is_missing(&e) => {}
+            Err(e) => log::warn!("job {}: skipping {HISTORY_FILE}: {e}", self.id),
         }
-        Ok(self
+        let points = self
             .newest_trainer_state()
             .map(|bytes| Progress::history_from_trainer_state(&bytes))
-            .unwrap_or_default())
+            .unwrap_or_default();
+        History {
+            samples: points.len() as u64,
+            points,
+        }
     }
 
     /// The `trainer_state.json` of the `checkpoint-N` directory with the

@@ -4,7 +4,9 @@
 //! Parsing is pure and lenient: every field is optional, wrong types are
 //! dropped, and a file that is not a JSON object yields `None`, so a
 //! half-written file is ignored rather than reported (the caller keeps the
-//! last good value).
+//! last good value). `NaN` and `±Infinity`, which Python's `json` writes
+//! when a run diverges, read as missing values rather than spoiling the
+//! whole document (see [`parse_lenient`]).
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -31,7 +33,7 @@ pub struct Progress {
 impl Progress {
     /// Parses a `progress.json` document or one `metrics.jsonl` line.
     pub fn from_json(bytes: &[u8]) -> Option<Progress> {
-        let Value::Object(obj) = serde_json::from_slice(bytes).ok()? else {
+        let Value::Object(obj) = parse_lenient(bytes)? else {
             return None;
         };
         let metrics = match obj.get("metrics") {
@@ -56,7 +58,7 @@ impl Progress {
     /// `global_step` and `max_steps`, loss and learning rate from the last
     /// `log_history` entry that has them, `eval_*` values as metrics.
     pub fn from_trainer_state(bytes: &[u8]) -> Option<Progress> {
-        let Value::Object(obj) = serde_json::from_slice(bytes).ok()? else {
+        let Value::Object(obj) = parse_lenient(bytes)? else {
             return None;
         };
         let history: &[Value] = match obj.get("log_history") {
@@ -102,7 +104,7 @@ impl Progress {
 
     /// The HF `log_history` entries of a `trainer_state.json` as samples.
     pub fn history_from_trainer_state(bytes: &[u8]) -> Vec<Progress> {
-        let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(bytes) else {
+        let Some(Value::Object(obj)) = parse_lenient(bytes) else {
             return Vec::new();
         };
         match obj.get("log_history") {
@@ -122,6 +124,47 @@ impl Progress {
             _ => Vec::new(),
         }
     }
+}
+
+/// Parses JSON as Python's `json` module writes it: the non-standard
+/// `NaN`, `Infinity` and `-Infinity` (outside strings) become `null`.
+/// `None` for anything that is still not JSON.
+pub fn parse_lenient(bytes: &[u8]) -> Option<Value> {
+    match serde_json::from_slice(bytes) {
+        Ok(value) => Some(value),
+        Err(_) => serde_json::from_slice(&nonfinite_to_null(bytes)?).ok(),
+    }
+}
+
+/// `bytes` with every `NaN`, `Infinity` and `-Infinity` token outside a
+/// string replaced by `null`; `None` when there was none (so the caller
+/// knows a second parse would fail the same way).
+fn nonfinite_to_null(bytes: &[u8]) -> Option<Vec<u8>> {
+    const TOKENS: [&[u8]; 3] = [b"-Infinity", b"Infinity", b"NaN"];
+    let mut out = Vec::with_capacity(bytes.len());
+    let (mut in_string, mut escaped, mut replaced) = (false, false, false);
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else if let Some(token) = TOKENS.iter().find(|t| bytes[i..].starts_with(t)) {
+            out.extend_from_slice(b"null");
+            i += token.len();
+            replaced = true;
+            continue;
+        }
+        out.push(b);
+        i += 1;
+    }
+    replaced.then_some(out)
 }
 
 fn number(value: Option<&Value>) -> Option<f64> {
@@ -174,7 +217,7 @@ mod tests {
             b"{\"step\": 5",
             b"[1,2]",
             b"null",
-            b"{\"loss\": NaN}",
+            b"{\"loss\": NaNa}",
         ] {
             assert_eq!(
                 Progress::from_json(bad),
@@ -182,6 +225,51 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(bad)
             );
+        }
+    }
+
+    #[test]
+    fn nan_and_infinity_are_missing_values_not_broken_files() {
+        let p = Progress::from_json(br#"{"step": 7, "loss": NaN, "learning_rate": -Infinity}"#)
+            .unwrap();
+        assert_eq!((p.step, p.loss, p.learning_rate), (Some(7), None, None));
+        // A diverged HF run: the whole state still reads.
+        let state = br#"{"global_step": 30, "max_steps": 100, "log_history": [
+            {"loss": 2.5, "step": 10}, {"loss": NaN, "step": 20}, {"loss": Infinity, "step": 30}]}"#;
+        let p = Progress::from_trainer_state(state).unwrap();
+        assert_eq!((p.step, p.loss), (Some(30), Some(2.5)));
+        assert_eq!(Progress::history_from_trainer_state(state).len(), 1);
+        // Inside strings the words stay words.
+        let v = parse_lenient(br#"{"note": "NaN and \"Infinity\"", "x": NaN}"#).unwrap();
+        assert_eq!(v["note"], "NaN and \"Infinity\"");
+        assert!(v["x"].is_null());
+    }
+
+    use proptest::prelude::*;
+
+    proptest::proptest! {
+        /// Any JSON document with NaN written in place of some numbers
+        /// reads as the document with null there.
+        #[test]
+        fn nonfinite_tokens_read_as_null(values in proptest::collection::vec(
+            proptest::prop_oneof![
+                proptest::strategy::Just(None),
+                // Quarters: exact in binary, so the text round-trips.
+                (-4_000_000i32..4_000_000).prop_map(|n| Some(f64::from(n) / 4.0)),
+            ], 0..20),
+            words in proptest::collection::vec("[a-zA-Z\"\\\\ ]{0,12}", 0..20)) {
+            let mut written = String::from("{");
+            let mut expected = Map::new();
+            for (i, value) in values.iter().enumerate() {
+                let key = format!("k{i}");
+                let word = words.get(i).cloned().unwrap_or_default();
+                let text = serde_json::to_string(&word).unwrap();
+                written.push_str(&format!("\"{key}\": [{}, {text}],", value.map_or("NaN".to_owned(), |v| serde_json::to_string(&v).unwrap())));
+                expected.insert(key, serde_json::json!([value, word]));
+            }
+            written.push_str("\"end\": Infinity}");
+            expected.insert("end".into(), Value::Null);
+            prop_assert_eq!(parse_lenient(written.as_bytes()), Some(Value::Object(expected)));
         }
     }
 
