@@ -95,6 +95,7 @@ pub fn dispatch(app: &App, matched: Matched, request: &mut Request) -> Result<Re
         Route::Asset(asset) => Ok(match asset {
             Asset::Script => asset_reply("text/javascript; charset=utf-8", crate::ui::APP_JS),
             Asset::Style => asset_reply("text/css; charset=utf-8", crate::ui::APP_CSS),
+            Asset::Icon => asset_reply("image/svg+xml", crate::ui::ICON_SVG),
         }),
         Route::Login => login(app, request),
         Route::Logout => Ok(logout(app, request)),

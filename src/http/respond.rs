@@ -59,15 +59,21 @@ pub const INERT_POLICY: &str = "default-src 'none'; frame-ancestors 'none'; sand
 /// What every response tells a browser, whatever it holds: never guess a
 /// type other than the one declared, never tell another site the address
 /// the user came from, and the content policy for `content_type`.
+///
+/// Pages say `Referrer-Policy: same-origin` rather than `no-referrer`:
+/// under `no-referrer` a browser sends `Origin: null` with the page's own
+/// form posts (Fetch, "append a request Origin header"), which
+/// `http::guard` cannot tell from a sandboxed frame on another site.
+/// `same-origin` still sends no referrer to any other site.
 pub fn browser_headers(content_type: &str) -> [(&'static str, &'static str); 3] {
-    let policy = if content_type.starts_with("text/html") {
-        PAGE_POLICY
+    let (referrer, policy) = if content_type.starts_with("text/html") {
+        ("same-origin", PAGE_POLICY)
     } else {
-        INERT_POLICY
+        ("no-referrer", INERT_POLICY)
     };
     [
         ("X-Content-Type-Options", "nosniff"),
-        ("Referrer-Policy", "no-referrer"),
+        ("Referrer-Policy", referrer),
         ("Content-Security-Policy", policy),
     ]
 }

@@ -15,7 +15,8 @@ use crate::names::{CheckpointName, JobId};
 pub enum Route {
     /// `GET /`: the web page.
     Index,
-    /// `GET /ui/app.js`, `/ui/app.css`: the page's script and style, open
+    /// `GET /ui/app.js`, `/ui/app.css`, `/ui/icon.svg`: the page's script,
+    /// style and icon, open
     /// (the login form uses the style), as files of their own so that the
     /// page needs no inline script or style (its CSP forbids them).
     Asset(Asset),
@@ -167,6 +168,7 @@ impl Cursor {
 pub enum Asset {
     Script,
     Style,
+    Icon,
 }
 
 /// A matched request: the route, and whether it was a `HEAD`.
@@ -182,6 +184,7 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     (GET, "/"),
     (GET, "/ui/app.js"),
     (GET, "/ui/app.css"),
+    (GET, "/ui/icon.svg"),
     (GET, "/healthz"),
     (GET, "/metrics"),
     (GET, "/openapi.json"),
@@ -253,6 +256,7 @@ pub fn route(method: &str, target: &str) -> Result<Matched, RouteError> {
         [] => (GET, Shape::Fixed(Route::Index)),
         [Some("ui"), Some("app.js")] => (GET, Shape::Fixed(Route::Asset(Asset::Script))),
         [Some("ui"), Some("app.css")] => (GET, Shape::Fixed(Route::Asset(Asset::Style))),
+        [Some("ui"), Some("icon.svg")] => (GET, Shape::Fixed(Route::Asset(Asset::Icon))),
         [Some("healthz")] => (GET, Shape::Fixed(Route::Health)),
         [Some("metrics")] => (GET, Shape::Fixed(Route::Metrics)),
         [Some("openapi.json")] => (GET, Shape::Fixed(Route::OpenApi)),

@@ -6,6 +6,8 @@
 pub const APP_JS: &str = include_str!("app.js");
 /// `GET /ui/app.css` (the login form uses it too).
 pub const APP_CSS: &str = include_str!("app.css");
+/// `GET /ui/icon.svg`: the tab's icon.
+pub const ICON_SVG: &str = include_str!("icon.svg");
 
 /// `GET /`: jobs, live progress and loss curve, checkpoints and downloads.
 /// `signed_in` when the server runs with tokens, so the page offers to

@@ -1,0 +1,73 @@
+// The web page in headless Chromium: signs in (when the server has
+// tokens), lists the jobs, follows one live, pauses and resumes it, and
+// checks that nothing on the page broke its Content-Security-Policy.
+//
+//   node tests/browser/page.mjs BASE_URL JOB_ID SCREENSHOT_DIR [TOKEN]
+//
+// Prints one line per check ("PASS ..." / "FAIL ..."); exits 1 on a failure.
+import { chromium } from "playwright-core";
+
+const [base, job, shots, token] = process.argv.slice(2);
+const failures = [];
+const check = (what, ok, detail = "") => {
+  console.log(`${ok ? "PASS" : "FAIL"} ${what}${ok || !detail ? "" : `: ${detail}`}`);
+  if (!ok) failures.push(what);
+};
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+try {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  const problems = [];
+  page.on("console", (m) => { if (m.type() === "error") problems.push(m.text()); });
+  page.on("pageerror", (e) => problems.push(String(e)));
+  page.on("response", (r) => { if (r.status() >= 400 && !r.url().endsWith("/login")) problems.push(`${r.status()} ${r.url()}`); });
+
+  await page.goto(base + "/");
+  if (token) {
+    check("the login form is shown first", await page.locator("input[name=token]").isVisible());
+    await page.fill("input[name=token]", "not-the-token-000000");
+    await page.click("button[type=submit]");
+    await page.waitForSelector("text=not valid", { timeout: 15000 })
+      .then(() => check("a wrong token is refused", true), (e) => check("a wrong token is refused", false, String(e)));
+    await page.fill("input[name=token]", token);
+    await Promise.all([page.waitForURL(base + "/"), page.click("button[type=submit]")]);
+    await page.screenshot({ path: `${shots}/signed-in.png`, fullPage: true });
+    // The form's own 401s (before, and for the wrong token) were expected.
+    problems.length = 0;
+  }
+  await page.waitForSelector(".job", { timeout: 15000 });
+  check("the jobs are listed", (await page.locator(".job").count()) >= 1);
+  check("sign-out shows exactly when there is a sign-in", (await page.isVisible("#signout")) === Boolean(token));
+
+  await page.click(`.job:has-text("${job}")`);
+  await page.waitForSelector("#detail h2", { timeout: 15000 });
+  check("the job's detail opens", (await page.textContent("#detail h2")).includes(job));
+  const stepOf = async () => Number(((await page.textContent("#live")) || "").match(/step (\d+)/)?.[1] || -1);
+  const first = await stepOf();
+  await page.waitForFunction((s) => {
+    const m = document.querySelector("#live")?.textContent.match(/step (\d+)/);
+    return m && Number(m[1]) > s;
+  }, first, { timeout: 15000 }).then(() => check("progress moves live", true),
+                                     (e) => check("progress moves live", false, String(e)));
+
+  await page.click("button:has-text('Pause')");
+  await page.waitForSelector("#detail .status.paused", { timeout: 15000 })
+    .then(() => check("Pause pauses", true), (e) => check("Pause pauses", false, String(e)));
+  await page.screenshot({ path: `${shots}/paused.png`, fullPage: true });
+  await page.click("button:has-text('Resume')");
+  await page.waitForSelector("#detail .status.running", { timeout: 15000 })
+    .then(() => check("Resume resumes", true), (e) => check("Resume resumes", false, String(e)));
+  await page.screenshot({ path: `${shots}/running.png`, fullPage: true });
+
+  // What a cross-site page could not do, the page itself still does.
+  const violations = problems.filter((p) => /Content Security Policy|Refused to/.test(p));
+  check("no Content-Security-Policy violations", violations.length === 0, violations.join(" | "));
+  check("no script errors", problems.length === 0, problems.join(" | "));
+} finally {
+  await browser.close();
+}
+process.exit(failures.length ? 1 : 0);
