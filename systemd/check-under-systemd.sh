@@ -8,6 +8,9 @@
 #
 #   systemd/check-under-systemd.sh          (as root; after cargo build --release)
 #
+# TRAINBOX_CHECK_BINARY names another build to install in its place (CI
+# uses the debug build its tests already made).
+#
 # The container's root is an overlay over the host's / with a tmpfs on top,
 # in fresh pid, mount, uts, ipc, network and cgroup namespaces: nothing of
 # the host's /etc, sysctls or services changes; the one host cgroup it
@@ -275,7 +278,8 @@ run() {
   done
   [ -f "$CGROOT/cgroup.procs" ] || skip "no cgroup v2 hierarchy"
   unshare --pid --mount --net --uts --ipc --cgroup --fork true 2> /dev/null || skip "namespaces are not available here"
-  [ -x "$REPO/target/release/trainbox" ] || { echo "build first: cargo build --release"; exit 1; }
+  local binary=${TRAINBOX_CHECK_BINARY:-$REPO/target/release/trainbox}
+  [ -x "$binary" ] || { echo "build first: cargo build --release"; exit 1; }
   [ -e "$CG" ] && { echo "$CG exists: is a check already running?"; exit 1; }
 
   local began=$SECONDS
@@ -284,7 +288,7 @@ run() {
   local home
   home=/proc/$(init_pid)/root/root/trainbox
   mkdir -p "$home/target/release" "$home/check"
-  cp "$REPO/target/release/trainbox" "$home/target/release/"
+  cp "$binary" "$home/target/release/trainbox"
   cp -r "$REPO/systemd" "$REPO/README.md" "$home/"
   cat > "$home/check/train.py" << 'PY'
 # A trainer as real ones behave: a loopback TCP connection (as NCCL and
