@@ -78,6 +78,11 @@ struct ServerArgs {
     /// filesystems where sendfile misbehaves, and for benchmarks).
     #[arg(long)]
     no_sendfile: bool,
+    /// A cgroup v2 directory (created if missing) to give each job a cgroup
+    /// of its own under, for a server run by root outside systemd. Under
+    /// systemd, `Delegate=yes` hands the service its cgroup instead.
+    #[arg(long, value_name = "DIR")]
+    cgroup: Option<PathBuf>,
     /// Jobs that may wait in the queue; more submissions get 429.
     #[arg(long, default_value_t = 100, value_parser = at_least_one)]
     max_queued: usize,
@@ -235,6 +240,7 @@ fn serve(root: &Path, args: &ServerArgs, on_ready: Option<OnReady>) -> Result<()
         runner: RunnerConfig {
             max_jobs: args.max_jobs,
             max_queued: args.max_queued,
+            cgroup: args.cgroup.clone(),
             cancel_grace: Duration::from_secs_f64(args.cancel_grace),
             changes: Default::default(),
         },

@@ -99,7 +99,10 @@ pub fn dispatch(app: &App, matched: Matched, request: &mut Request) -> Result<Re
         }),
         Route::Login => login(app, request),
         Route::Logout => Ok(logout(app, request)),
-        Route::Health => Ok(Reply::Json(200, json!({ "status": "ok" }))),
+        Route::Health => Ok(Reply::Json(
+            200,
+            json!({ "status": "ok", "control": app.runner.control_mode() }),
+        )),
         Route::ListJobs(paging) => list_jobs(app, &paging),
         Route::Job(id) => job(app, &id),
         Route::Checkpoints(id) => checkpoints(app, &id),

@@ -1,6 +1,12 @@
 //! The runner: a FIFO queue of jobs, at most `max_jobs` trainers at once,
-//! pause/resume/cancel by signals to a trainer's process group, and the job
-//! records that survive a crash.
+//! pause/resume/cancel of a job's whole process tree, and the job records
+//! that survive a crash.
+//!
+//! A job's processes are held by a cgroup of its own where the server can
+//! manage one (`cgroup`: freeze, kill, account, whatever the processes
+//! do), else by the trainer's process group (signals; a process that
+//! calls `setsid()` leaves it, the known limit of that mode). The mode is
+//! logged at start and shown by `/healthz`.
 //!
 //! Status moves `queued → running ⇄ paused → completed | failed | cancelled`,
 //! and to `interrupted` for a job that was running or paused when the server
@@ -12,6 +18,7 @@
 //! Not here: parsing recipes and checking params (`recipes`), spawning and
 //! signalling processes (`process`), files (the store).
 
+pub mod cgroup;
 pub mod process;
 pub mod recipes;
 
@@ -30,6 +37,7 @@ use crate::names::JobId;
 use crate::store::Store;
 use crate::store::records::{JobRecord, JobStatus};
 use crate::timefmt;
+use cgroup::{Cgroups, JobCgroup};
 use recipes::{Recipes, check_params};
 
 /// Runner settings.
@@ -43,6 +51,9 @@ pub struct RunnerConfig {
     pub changes: Doorbell,
     /// Jobs that may wait in the queue; more submissions are refused.
     pub max_queued: usize,
+    /// `--cgroup`: the cgroup (v2) to give jobs theirs under, when not
+    /// delegated by systemd.
+    pub cgroup: Option<std::path::PathBuf>,
 }
 
 impl Default for RunnerConfig {
@@ -52,6 +63,7 @@ impl Default for RunnerConfig {
             cancel_grace: Duration::from_secs(30),
             changes: Doorbell::default(),
             max_queued: 100,
+            cgroup: None,
         }
     }
 }
@@ -91,9 +103,23 @@ pub enum ControlError {
     Io,
 }
 
+/// What holds a trainer's processes.
+enum Hold {
+    /// The job's own cgroup.
+    Cgroup(JobCgroup),
+    /// The trainer's process group (`pgid` in `Active`).
+    Group,
+}
+
+/// How long a freeze or a thaw may take before pause or resume gives up.
+const FREEZE_WAIT: Duration = Duration::from_secs(5);
+
 /// A trainer that is running or paused.
 struct Active {
     pgid: i32,
+    hold: Hold,
+    /// The recipe's `memory_max`, to explain an OOM kill.
+    memory_max: Option<u64>,
     paused: bool,
     cancel_requested: bool,
     /// The last signal sent to stop it (SIGTERM, then SIGKILL).
@@ -102,17 +128,53 @@ struct Active {
 }
 
 impl Active {
-    /// Asks the trainer's group to stop: SIGCONT first if it is paused (a
-    /// stopped process acts on nothing else), then SIGTERM.
+    /// Stops (`true`) or continues every process of the job: the cgroup
+    /// frozen or thawed (and waited for), or SIGSTOP/SIGCONT to the group.
+    fn set_paused(&mut self, paused: bool) -> io::Result<()> {
+        match &self.hold {
+            Hold::Cgroup(cgroup) => {
+                if !cgroup.freeze(paused, FREEZE_WAIT)? {
+                    if paused {
+                        let _ = cgroup.freeze(false, FREEZE_WAIT);
+                    }
+                    return Err(io::Error::other(format!(
+                        "the job's processes did not {} within {FREEZE_WAIT:?}",
+                        if paused { "freeze" } else { "thaw" }
+                    )));
+                }
+            }
+            Hold::Group => {
+                let signal = if paused { libc::SIGSTOP } else { libc::SIGCONT };
+                process::signal_group(self.pgid, signal)?;
+            }
+        }
+        self.paused = paused;
+        Ok(())
+    }
+
+    /// Asks every process of the job to stop: continued first if it is
+    /// paused (a stopped process acts on nothing else), then SIGTERM.
     fn ask_to_stop(&mut self) -> io::Result<()> {
         self.cancel_requested = true;
         if self.paused {
-            process::signal_group(self.pgid, libc::SIGCONT)?;
-            self.paused = false;
+            self.set_paused(false)?;
         }
-        process::signal_group(self.pgid, libc::SIGTERM)?;
+        match &self.hold {
+            Hold::Cgroup(cgroup) => cgroup.signal_all(libc::SIGTERM),
+            Hold::Group => process::signal_group(self.pgid, libc::SIGTERM)?,
+        }
         self.stop_signal = Some(libc::SIGTERM);
         Ok(())
+    }
+
+    /// Kills every process of the job at once.
+    fn kill(&mut self) {
+        match &self.hold {
+            Hold::Cgroup(cgroup) => cgroup.kill(),
+            Hold::Group => {
+                let _ = process::signal_group(self.pgid, libc::SIGKILL);
+            }
+        }
     }
 }
 
@@ -126,6 +188,8 @@ struct State {
 struct Shared {
     store: Arc<Store>,
     config: RunnerConfig,
+    /// The cgroup jobs get theirs under; `None`: process groups.
+    cgroups: Option<Cgroups>,
     state: Mutex<State>,
     /// Signalled when the queue, the active set or `stopping` changes.
     changed: Condvar,
@@ -142,13 +206,30 @@ impl Runner {
     /// become `interrupted`, their leftover processes are killed; queued
     /// jobs queue again in creation order) and starts the scheduler.
     pub fn start(store: Arc<Store>, config: RunnerConfig) -> io::Result<Runner> {
+        let cgroups = Cgroups::setup(config.cgroup.as_deref())?;
+        match &cgroups {
+            Some(cgroups) => log::info!(
+                "job control: a cgroup per job under {} (controllers: {})",
+                cgroups.path().display(),
+                if cgroups.controllers().is_empty() {
+                    "none".to_owned()
+                } else {
+                    cgroups.controllers().join(", ")
+                }
+            ),
+            None => log::info!(
+                "job control: process groups (no delegated cgroup v2; a trainer's process \
+                 that calls setsid() escapes pause and cancel)"
+            ),
+        }
         let shared = Arc::new(Shared {
             store,
             config,
+            cgroups,
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
         });
-        let queue = recover(&shared.store)?;
+        let queue = recover(&shared.store, shared.cgroups.as_ref())?;
         shared.lock().queue.extend(queue);
         let scheduler = Arc::clone(&shared);
         thread::Builder::new()
@@ -223,26 +304,35 @@ impl Runner {
         self.shared.lock().queue.len()
     }
 
-    /// SIGSTOP to the trainer's whole group.
+    /// How jobs are held: `"cgroup"` or `"process-group"`.
+    pub fn control_mode(&self) -> &'static str {
+        if self.shared.cgroups.is_some() {
+            "cgroup"
+        } else {
+            "process-group"
+        }
+    }
+
+    /// Stops every process of the job (answered once they are stopped).
     pub fn pause(&self, id: &JobId) -> Result<JobRecord, ControlError> {
-        self.signal_active(id, "pause", |active| {
+        self.set_paused(id, "pause", true, |active| {
             if active.paused {
                 return Err("Job is already paused".to_owned());
             }
             if active.cancel_requested {
                 return Err("Job is being cancelled".to_owned());
             }
-            Ok((libc::SIGSTOP, JobStatus::Paused))
+            Ok(())
         })
     }
 
-    /// SIGCONT to the trainer's whole group.
+    /// Continues every process of a paused job.
     pub fn resume(&self, id: &JobId) -> Result<JobRecord, ControlError> {
-        self.signal_active(id, "resume", |active| {
+        self.set_paused(id, "resume", false, |active| {
             if !active.paused {
                 return Err("Job is not paused".to_owned());
             }
-            Ok((libc::SIGCONT, JobStatus::Running))
+            Ok(())
         })
     }
 
@@ -326,23 +416,29 @@ impl Runner {
             .ok_or(ControlError::NotFound)
     }
 
-    /// Applies a signal to an active job after `check` approves, and records
+    /// Pauses or resumes an active job after `check` approves, and records
     /// the new status.
-    fn signal_active(
+    fn set_paused(
         &self,
         id: &JobId,
         action: &str,
-        check: impl FnOnce(&Active) -> Result<(libc::c_int, JobStatus), String>,
+        paused: bool,
+        check: impl FnOnce(&Active) -> Result<(), String>,
     ) -> Result<JobRecord, ControlError> {
         let mut state = self.shared.lock();
         let Some(active) = state.active.get_mut(id) else {
             drop(state);
             return Err(self.refusal(id, action));
         };
-        let (signal, status) = check(active).map_err(ControlError::Conflict)?;
-        process::signal_group(active.pgid, signal).map_err(log_io("signalling a trainer"))?;
-        active.paused = signal == libc::SIGSTOP;
-        active.record.status = status;
+        check(active).map_err(ControlError::Conflict)?;
+        active
+            .set_paused(paused)
+            .map_err(log_io("pausing or resuming a trainer"))?;
+        active.record.status = if paused {
+            JobStatus::Paused
+        } else {
+            JobStatus::Running
+        };
         let record = active.record.clone();
         // Recorded under the lock, so records are written in the order the
         // actions happened.
@@ -380,8 +476,8 @@ impl Runner {
             thread::sleep(grace);
             let mut state = shared.lock();
             if let Some(active) = state.active.get_mut(&id).filter(|a| a.pgid == pgid) {
-                log::warn!("job {id}: still running {grace:?} after SIGTERM; sending SIGKILL");
-                let _ = process::signal_group(pgid, libc::SIGKILL);
+                log::warn!("job {id}: still running {grace:?} after SIGTERM; killing it");
+                active.kill();
                 active.stop_signal = Some(libc::SIGKILL);
             }
         });
@@ -434,7 +530,18 @@ fn new_job_id() -> JobId {
 /// Reads the records of all managed jobs: running or paused ones become
 /// `interrupted` (their leftover processes killed); queued ones are returned
 /// in creation order.
-fn recover(store: &Store) -> io::Result<Vec<JobId>> {
+fn recover(store: &Store, cgroups: Option<&Cgroups>) -> io::Result<Vec<JobId>> {
+    // With a cgroup per job, whatever a killed server left is in one of
+    // them: killed and removed whole, no pid guessing.
+    if let Some(cgroups) = cgroups {
+        for (name, cgroup) in cgroups.leftovers() {
+            let left = cgroup.pids().len();
+            cgroup.kill();
+            if cgroup.remove(Duration::from_secs(5)) {
+                log::warn!("job {name}: removed its leftover cgroup ({left} process(es) killed)");
+            }
+        }
+    }
     let mut queued = Vec::new();
     for id in store.job_ids()? {
         let Ok(Some(dir)) = store.job(&id) else {
@@ -445,7 +552,7 @@ fn recover(store: &Store) -> io::Result<Vec<JobId>> {
         };
         match record.status {
             JobStatus::Running | JobStatus::Paused => {
-                if let Some(pgid) = record.pid {
+                if let Some(pgid) = record.pid.filter(|_| cgroups.is_none()) {
                     let killed = process::sweep_leftovers(pgid, &id);
                     if killed > 0 {
                         log::warn!("job {id}: killed {killed} leftover process(es)");
@@ -519,7 +626,7 @@ fn launch(shared: &Shared, id: &JobId) -> io::Result<(Child, Active)> {
     let mut record = dir
         .record()
         .ok_or_else(|| io::Error::other("the job record is gone"))?;
-    let started = (|| -> Result<Child, String> {
+    let started = (|| -> Result<(Child, Hold, Option<u64>), String> {
         let recipes = match store.recipes() {
             Ok(Some(bytes)) => Recipes::parse(&bytes).map_err(|e| e.to_string())?,
             Ok(None) => return Err("recipes.json is missing".into()),
@@ -532,18 +639,42 @@ fn launch(shared: &Shared, id: &JobId) -> io::Result<(Child, Active)> {
         let log = dir
             .open_log_for_append()
             .map_err(|e| format!("cannot open training.log: {e}"))?;
-        process::spawn(process::Launch {
+        let cgroup = match &shared.cgroups {
+            Some(cgroups) => Some(
+                cgroups
+                    .create(id, &recipe.limits)
+                    .map_err(|e| format!("cannot make the job's cgroup: {e}"))?,
+            ),
+            None => {
+                if recipe.limits != cgroup::Limits::default() {
+                    log::warn!("job {id}: the recipe's limits are not applied without cgroups");
+                }
+                None
+            }
+        };
+        let child = process::spawn(process::Launch {
             command: &recipe.command,
             job: id,
             job_path: &store.job_path(id),
             job_dir_fd: dir.raw_fd(),
             params: &params,
             log,
+            cgroup_procs: cgroup.as_ref().map(JobCgroup::procs_fd),
         })
-        .map_err(|e| format!("cannot start '{}': {e}", recipe.command[0]))
+        .map_err(|e| format!("cannot start '{}': {e}", recipe.command[0]));
+        let hold = match cgroup {
+            Some(cgroup) => {
+                if child.is_err() {
+                    cgroup.remove(Duration::from_secs(1));
+                }
+                Hold::Cgroup(cgroup)
+            }
+            None => Hold::Group,
+        };
+        Ok((child?, hold, recipe.limits.memory_max))
     })();
     match started {
-        Ok(child) => {
+        Ok((child, hold, memory_max)) => {
             record.status = JobStatus::Running;
             record.started_at = Some(timefmt::now_rfc3339());
             record.pid = Some(child.id() as i32);
@@ -552,6 +683,8 @@ fn launch(shared: &Shared, id: &JobId) -> io::Result<(Child, Active)> {
             }
             let active = Active {
                 pgid: child.id() as i32,
+                hold,
+                memory_max,
                 paused: false,
                 cancel_requested: false,
                 stop_signal: None,
@@ -587,11 +720,29 @@ fn reap(shared: &Shared, id: JobId, mut child: Child) {
         return;
     };
     // Data-loader children and the like must not outlive their trainer.
-    let _ = process::signal_group(active.pgid, libc::SIGKILL);
+    let mut active = active;
+    active.kill();
+    let oom_kills = match &active.hold {
+        Hold::Cgroup(cgroup) => {
+            let kills = cgroup.oom_kills();
+            cgroup.remove(Duration::from_secs(5));
+            kills
+        }
+        Hold::Group => 0,
+    };
     let mut record = active.record;
     record.status = final_status(status, active.cancel_requested, state.stopping);
     record.exit_code = status.code();
     record.signal = status.signal();
+    if oom_kills > 0 && !active.cancel_requested {
+        let limit = active.memory_max.map_or_else(String::new, |m| {
+            format!(" (the recipe's memory_max is {} MiB)", m >> 20)
+        });
+        record.status = JobStatus::Failed;
+        record.error = Some(format!(
+            "out of memory: the kernel's OOM killer ended {oom_kills} process(es) of the job{limit}"
+        ));
+    }
     record.stop_signal = active.stop_signal;
     record.finished_at = Some(timefmt::now_rfc3339());
     match active.stop_signal {

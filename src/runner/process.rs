@@ -45,6 +45,10 @@ pub struct Launch<'a> {
     pub params: &'a BTreeMap<String, String>,
     /// `training.log`, opened for appending: stdout and stderr.
     pub log: std::fs::File,
+    /// The job's `cgroup.procs`, open for writing, when jobs get cgroups:
+    /// the child moves itself in before it execs, so nothing it starts
+    /// runs outside.
+    pub cgroup_procs: Option<RawFd>,
 }
 
 /// The environment a trainer sees: the server's, minus [`WITHHELD_ENV`] and
@@ -87,8 +91,10 @@ pub fn spawn(launch: Launch<'_>) -> io::Result<Child> {
         .stderr(Stdio::from(launch.log))
         .process_group(0);
     let dir_fd = launch.job_dir_fd;
+    let cgroup_procs = launch.cgroup_procs;
     // SAFETY: getpid before fork; in the child only async-signal-safe
-    // calls (prctl, getppid, fchdir, sigprocmask, signal) run before exec.
+    // calls (prctl, getppid, fchdir, write, sigprocmask, signal) run
+    // before exec.
     let parent = unsafe { libc::getpid() };
     unsafe {
         cmd.pre_exec(move || {
@@ -101,6 +107,12 @@ pub fn spawn(launch: Launch<'_>) -> io::Result<Child> {
             }
             if libc::fchdir(dir_fd) != 0 {
                 return Err(io::Error::last_os_error());
+            }
+            // "0" moves the writing process into the cgroup.
+            if let Some(fd) = cgroup_procs {
+                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(io::Error::last_os_error());
+                }
             }
             // A trainer starts with the standard signal state: the server
             // blocks SIGTERM/SIGINT for its signal thread and ignores

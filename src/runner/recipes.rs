@@ -11,6 +11,7 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
+use super::cgroup::Limits;
 use crate::http::error::printable;
 
 /// Longest string param value accepted.
@@ -21,6 +22,8 @@ pub const STRING_PARAM_MAX: usize = 4096;
 pub struct Recipe {
     pub command: Vec<String>,
     pub params: BTreeMap<String, ParamSpec>,
+    /// Written to the job's cgroup where there is one (`runner::cgroup`).
+    pub limits: Limits,
 }
 
 /// What values a param takes.
@@ -131,7 +134,70 @@ fn parse_recipe(value: &Value) -> Result<Recipe, RecipeFileError> {
         }
         Some(_) => return Err(file_error("\"params\" must be an object")),
     }
-    Ok(Recipe { command, params })
+    let limits = match value.get("limits") {
+        None | Some(Value::Null) => Limits::default(),
+        Some(Value::Object(limits)) => parse_limits(limits)?,
+        Some(_) => return Err(file_error("\"limits\" must be an object")),
+    };
+    Ok(Recipe {
+        command,
+        params,
+        limits,
+    })
+}
+
+/// `{"memory_max": "24G", "cpu_weight": 100, "pids_max": 4096}`, each
+/// optional; sizes take K, M, G and T (powers of 1024) or plain bytes.
+fn parse_limits(limits: &serde_json::Map<String, Value>) -> Result<Limits, RecipeFileError> {
+    let mut out = Limits::default();
+    for (key, value) in limits {
+        let bad = |what: &str| file_error(format!("limits.{key}: {what}"));
+        match key.as_str() {
+            "memory_max" => {
+                let bytes = match value {
+                    Value::Number(n) => n.as_u64(),
+                    Value::String(s) => parse_size(s),
+                    _ => None,
+                };
+                out.memory_max = Some(bytes.filter(|b| *b >= 1 << 20).ok_or_else(|| {
+                    bad("expected a size of at least 1M, like \"24G\" or a number of bytes")
+                })?);
+            }
+            "cpu_weight" => {
+                let weight = value.as_u64().filter(|w| (1..=10_000).contains(w));
+                out.cpu_weight = Some(weight.ok_or_else(|| bad("expected 1 to 10000"))? as u32);
+            }
+            "pids_max" => {
+                out.pids_max = Some(
+                    value
+                        .as_u64()
+                        .filter(|n| *n >= 1)
+                        .ok_or_else(|| bad("expected a positive number"))?,
+                );
+            }
+            _ => return Err(bad("unknown limit (memory_max, cpu_weight, pids_max)")),
+        }
+    }
+    Ok(out)
+}
+
+/// `24G`, `512M`, `1T`, `1048576` → bytes.
+fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let (digits, unit) = match text.char_indices().last()? {
+        (at, c) if c.is_ascii_alphabetic() => (&text[..at], c.to_ascii_uppercase()),
+        _ => (text, 'B'),
+    };
+    let shift = match unit {
+        'B' => 0,
+        'K' => 10,
+        'M' => 20,
+        'G' => 30,
+        'T' => 40,
+        _ => return None,
+    };
+    let number: u64 = digits.trim().parse().ok()?;
+    number.checked_mul(1u64 << shift)
 }
 
 fn parse_spec(spec: &Value) -> Result<ParamSpec, RecipeFileError> {
@@ -316,6 +382,32 @@ pub fn env_name(param: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn limits_parse_and_refuse_nonsense() {
+        let recipes = Recipes::parse(
+            br#"{"recipes": {"big": {"command": ["t"],
+                "limits": {"memory_max": "24G", "cpu_weight": 200, "pids_max": 4096}}}}"#,
+        )
+        .unwrap();
+        let limits = &recipes.get("big").unwrap().limits;
+        assert_eq!(limits.memory_max, Some(24 << 30));
+        assert_eq!(limits.cpu_weight, Some(200));
+        assert_eq!(limits.pids_max, Some(4096));
+        assert_eq!(parse_size("512M"), Some(512 << 20));
+        assert_eq!(parse_size("1048576"), Some(1 << 20));
+        assert_eq!(parse_size("2x"), None);
+        for bad in [
+            r#"{"memory_max": "10"}"#,
+            r#"{"memory_max": "lots"}"#,
+            r#"{"cpu_weight": 0}"#,
+            r#"{"pids_max": -1}"#,
+            r#"{"swap_max": "1G"}"#,
+        ] {
+            let doc = format!(r#"{{"recipes": {{"r": {{"command": ["t"], "limits": {bad}}}}}}}"#);
+            assert!(Recipes::parse(doc.as_bytes()).is_err(), "{bad}");
+        }
+    }
+
     use super::*;
     use serde_json::json;
 
