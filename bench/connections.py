@@ -152,7 +152,7 @@ def healthz_latencies(port, seconds):
     while time.time() < end:
         start = time.perf_counter()
         with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
             reply = b""
             while chunk := s.recv(4096):
                 reply += chunk
@@ -167,7 +167,7 @@ def healthz_latencies(port, seconds):
 def trickle(port, stop, body):
     try:
         s = socket.create_connection(("127.0.0.1", port))
-        s.sendall(b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n\r\n" if body
+        s.sendall(b"POST /login HTTP/1.1\r\nHost: localhost\r\nContent-Length: 60000\r\n\r\n" if body
                   else b"GET /api/training/jobs HTTP/1.1\r\n")
         while not stop.is_set():
             time.sleep(0.3)
@@ -211,13 +211,13 @@ FRAMING = [
 
 def framing(root, binary):
     server = Server(root, [], binary)
-    smuggled = b"GET /api/training/jobs/smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
-    cases = [(name, f"POST /api/training/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    smuggled = b"GET /api/training/jobs/smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    cases = [(name, f"POST /api/training/jobs HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                     f"{headers}\r\n{{}}\r\n".encode() + smuggled) for name, headers in FRAMING]
-    cases.append(("malformed chunk size", b"POST /api/training/jobs HTTP/1.1\r\nHost: x\r\n"
+    cases.append(("malformed chunk size", b"POST /api/training/jobs HTTP/1.1\r\nHost: localhost\r\n"
                   b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\nzz\r\n" + smuggled))
-    cases.append(("10,000-character target", f"GET /{'a' * 10000} HTTP/1.1\r\nHost: x\r\n\r\n".encode()))
-    cases.append(("40 KiB of headers", b"GET / HTTP/1.1\r\nHost: x\r\n"
+    cases.append(("10,000-character target", f"GET /{'a' * 10000} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode()))
+    cases.append(("40 KiB of headers", b"GET / HTTP/1.1\r\nHost: localhost\r\n"
                   + b"".join(b"X-%d: %s\r\n" % (i, b"v" * 20) for i in range(1500)) + b"\r\n"))
     print("| request | answer | detail | responses | closed after |\n|---|---|---|---|---|")
     for name, raw in cases:

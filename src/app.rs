@@ -5,15 +5,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::access::Access;
 use crate::archive::cache::Caches;
 use crate::doorbell::Doorbell;
-use crate::http::auth::Tokens;
-use crate::http::guard::Policy;
-use crate::http::ratelimit::LoginLimiter;
-use crate::http::session::Sessions;
 use crate::metrics::Metrics;
 use crate::names::JobId;
-use crate::runner::Runner;
+use crate::runner::Jobs;
 use crate::store::history::Histories;
 use crate::store::progress::Progress;
 use crate::store::{JobDir, ProgressRead, Store};
@@ -59,16 +56,11 @@ pub const BODY_MAX: usize = 64 * 1024;
 
 pub struct App {
     pub store: Arc<Store>,
-    pub runner: Runner,
-    /// `None` when the server runs without access control (loopback only,
-    /// or `--insecure-no-auth`).
-    pub tokens: Option<Tokens>,
-    /// The browser sessions that logins opened.
-    pub sessions: Sessions,
-    /// Login attempts by client address.
-    pub logins: LoginLimiter,
-    /// The hosts and origins a browser may use (`http::guard`).
-    pub browser: Policy,
+    /// The job runner, as the handlers use it (a trait, so tests can give
+    /// one that runs nothing).
+    pub runner: Arc<dyn Jobs>,
+    /// Tokens, sessions, login attempts, the hosts and origins browsers may use.
+    pub access: Access,
     pub limits: Limits,
     /// CRCs, deflated sizes and deflated bytes of files already read, for
     /// exact lengths, cheap resumes and no repeated deflating.
@@ -89,19 +81,15 @@ pub struct App {
 impl App {
     pub fn new(
         store: Arc<Store>,
-        runner: Runner,
-        tokens: Option<Tokens>,
-        browser: Policy,
+        runner: Arc<dyn Jobs>,
+        access: Access,
         limits: Limits,
         changes: Doorbell,
     ) -> App {
         App {
             store,
             runner,
-            tokens,
-            sessions: Sessions::default(),
-            logins: LoginLimiter::default(),
-            browser,
+            access,
             limits,
             caches: Arc::new(Caches::default()),
             downloads: Counter::default(),

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use trainbox::access::BrowserPolicy;
+use trainbox::access::tokens::Tokens;
 use trainbox::app::Limits;
 use trainbox::demo;
-use trainbox::http::auth::Tokens;
-use trainbox::http::guard::Policy;
 use trainbox::runner::RunnerConfig;
 use trainbox::service::{self, OnReady, ServeConfig};
 use trainbox::signals;
@@ -149,7 +149,7 @@ fn seconds(value: f64, flag: &str) -> Result<Duration, String> {
 
 /// Who may address the server from a browser: `--allowed-host` names and
 /// this machine's own, `--allowed-origin` origins (checked for shape).
-fn browser_policy(args: &ServerArgs) -> Result<Policy, String> {
+fn browser_policy(args: &ServerArgs) -> Result<BrowserPolicy, String> {
     let mut hosts: Vec<String> = args
         .allowed_hosts
         .iter()
@@ -173,7 +173,7 @@ fn browser_policy(args: &ServerArgs) -> Result<Policy, String> {
         }
         origins.push(lower);
     }
-    Ok(Policy { hosts, origins })
+    Ok(BrowserPolicy { hosts, origins })
 }
 
 /// Reads the token file (before serving; the ambient filesystem is fine here).

@@ -15,10 +15,10 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::access::tokens::Tokens;
+use crate::access::{Access, BrowserPolicy};
 use crate::app::{App, Limits};
 use crate::doorbell::Doorbell;
-use crate::http::auth::Tokens;
-use crate::http::guard::Policy;
 use crate::http::server;
 use crate::runner::{Runner, RunnerConfig};
 use crate::signals;
@@ -36,7 +36,7 @@ pub struct ServeConfig {
     pub tokens: Option<Tokens>,
     pub insecure_no_auth: bool,
     /// The hosts and origins browsers may use.
-    pub browser: Policy,
+    pub browser: BrowserPolicy,
     /// How long downloads in flight may run on after a stop signal.
     pub shutdown_grace: Duration,
 }
@@ -115,11 +115,15 @@ pub fn serve(config: ServeConfig, on_ready: Option<OnReady>) -> Result<(), Strin
     if config.tokens.is_none() {
         log::info!("access control: off (no --token-file)");
     }
+    let access = Access {
+        tokens: config.tokens,
+        browser: config.browser,
+        ..Access::default()
+    };
     let app = Arc::new(App::new(
         store,
-        runner.clone(),
-        config.tokens,
-        config.browser,
+        Arc::new(runner.clone()),
+        access,
         config.limits,
         changes,
     ));

@@ -24,6 +24,14 @@ pub fn escape_controls(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// A client-chosen string fit to echo in a `detail`: short, printable ASCII.
+pub fn printable(s: &str) -> String {
+    s.chars()
+        .take(40)
+        .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -84,6 +84,41 @@ fn checkpoint_downloads_hold_one_checkpoint() {
 }
 
 #[test]
+fn the_model_without_checkpoints_is_the_final_model_alone() {
+    let root = TempDir::new("exclude");
+    let job = make_job(root.path(), "j1");
+    let server = Server::start(root.path(), &[]);
+    let mut expected = tree_hashes(&job.join("model"));
+    // Left out: checkpoint directories, `.ckpt` files, and (always)
+    // checkpoints still being written.
+    expected.retain(|name, _| {
+        let in_checkpoint = name
+            .split_once('/')
+            .is_some_and(|(top, _)| top.starts_with("checkpoint") || top.starts_with("tmp-"));
+        !in_checkpoint && !name.ends_with(".ckpt")
+    });
+    assert!(expected.contains_key("model.safetensors"));
+    for compression in ["auto", "deflate"] {
+        let reply = get(&server.url(&format!(
+            "/api/training/j1/download/model?exclude=checkpoints&compression={compression}"
+        )));
+        assert_eq!(reply.status, 200, "{compression}");
+        assert_eq!(
+            reply.header("content-disposition"),
+            Some("attachment; filename=\"model_j1.zip\"")
+        );
+        assert_archive_matches(&reply.body, &expected, root.path());
+    }
+    let both = get(&server
+        .url("/api/training/j1/download/model?exclude=checkpoints&checkpoint=checkpoint-100"));
+    assert_eq!(both.status, 400);
+    assert_eq!(
+        both.detail(),
+        "A checkpoint cannot be downloaded with exclude=checkpoints"
+    );
+}
+
+#[test]
 fn tmp_checkpoints_are_never_in_an_archive() {
     let root = TempDir::new("tmp");
     make_job(root.path(), "j1");

@@ -1,8 +1,10 @@
 //! The router: any method and target bytes give a `Route` or an error,
-//! never a panic, and every accepted `Route` holds only parsed names.
+//! never a panic; every accepted `Route` holds only parsed names, and
+//! renders to a request that routes back to it.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use trainbox::archive::ArchiveSource;
 use trainbox::http::router::{route, Cursor, Route};
 use trainbox::names::{CheckpointName, JobId};
 
@@ -26,10 +28,14 @@ fuzz_target!(|data: &[u8]| {
         | Route::WebSocket(id)
         | Route::DownloadLogs(id)
         | Route::Control(id, _) => job_ok(id),
-        Route::DownloadModel { job, checkpoint, .. } => {
+        Route::DownloadModel { job, source, .. } => {
             job_ok(job);
-            if let Some(c) = checkpoint {
-                assert_eq!(CheckpointName::parse(c.as_str()).as_ref(), Ok(c));
+            match source {
+                ArchiveSource::Checkpoint(c) => {
+                    assert_eq!(CheckpointName::parse(c.as_str()).as_ref(), Ok(c));
+                }
+                ArchiveSource::Model { .. } => {}
+                ArchiveSource::Logs => panic!("the model route never archives the logs"),
             }
         }
         Route::Index
@@ -51,4 +57,6 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     assert!(matched.head == (method == "HEAD"));
+    let (method, target) = matched.route.to_request();
+    assert_eq!(route(method, &target).map(|m| m.route).as_ref(), Ok(&matched.route));
 });

@@ -22,7 +22,50 @@ use digest::deflate_digest;
 use plan::{ArchivePlan, Fingerprint, MemberSpec, Method};
 use stream::MemberSource;
 
-use crate::http::router::Compression;
+use crate::names::CheckpointName;
+
+/// How model archive members are compressed (`?compression=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// Tensors stored, text deflated; exact length, resumable.
+    #[default]
+    Auto,
+    /// Everything stored; exact length, resumable.
+    Stored,
+    /// Everything deflated, streamed without a length.
+    Deflate,
+}
+
+impl Compression {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::Auto => "auto",
+            Compression::Stored => "stored",
+            Compression::Deflate => "deflate",
+        }
+    }
+}
+
+/// What a download archives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArchiveSource {
+    /// All of `model/`; without its checkpoint directories and `.ckpt`
+    /// files when `exclude_checkpoints` (the final model alone).
+    Model { exclude_checkpoints: bool },
+    /// One checkpoint: a directory or a `.ckpt` file in `model/`.
+    Checkpoint(CheckpointName),
+    /// `training.log`, `progress.json` and `metrics.jsonl`.
+    Logs,
+}
+
+/// True for an archive member of the model that belongs to a checkpoint:
+/// inside a top-level `checkpoint*` directory, or a top-level `.ckpt` file.
+pub fn is_checkpoint_member(name: &str) -> bool {
+    match name.split_once('/') {
+        Some((top, _)) => top.starts_with("checkpoint"),
+        None => name.ends_with(".ckpt"),
+    }
+}
 
 /// A file to archive, as found by the store: its name inside the archive
 /// and its fingerprint at planning time.

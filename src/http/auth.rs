@@ -1,10 +1,12 @@
-//! Access: bearer tokens with two roles, checked before any handler runs.
+//! Authorization: the role each route needs, and the credentials a request
+//! presents, checked before any handler runs (the tokens, sessions and
+//! roles themselves are `access`'s).
 //!
 //! Tokens come from `--token-file` (one a line, `read:` or `control:` in
 //! front; systemd's `LoadCredential=` puts the file in
 //! `$CREDENTIALS_DIRECTORY`). A request presents one as
 //! `Authorization: Bearer <token>`; a browser presents the session cookie
-//! that `POST /login` sets in exchange for a token (`http::session`: the
+//! that `POST /login` sets in exchange for a token (`access::session`: the
 //! token itself never lives in a cookie). Tokens never travel in URLs,
 //! where logs, history and Referer headers would keep them. Presented
 //! tokens are compared with every configured one in constant time. Which
@@ -15,18 +17,10 @@
 //! `/healthz` is open (and the login form, which answers 401 unless it is
 //! given a valid token).
 
-use std::fmt;
-
 use super::error::ApiError;
 use super::router::Route;
-use super::session::{self, Sessions};
-
-/// What a token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Role {
-    Read,
-    Control,
-}
+use crate::access::session::{self, Sessions};
+use crate::access::tokens::{Role, Tokens};
 
 /// What a route needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,80 +52,6 @@ pub fn need(route: &Route) -> Need {
     }
 }
 
-/// The configured tokens.
-pub struct Tokens {
-    entries: Vec<(Role, Vec<u8>)>,
-}
-
-impl fmt::Debug for Tokens {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Never print a token.
-        write!(f, "Tokens({} configured)", self.entries.len())
-    }
-}
-
-/// Shortest token accepted: 16 characters (about 96 bits if random).
-pub const TOKEN_MIN_LEN: usize = 16;
-
-impl Tokens {
-    /// Parses a token file: `read:<token>` or `control:<token>` a line;
-    /// blank lines and `#` comments are skipped.
-    pub fn parse(text: &str) -> Result<Tokens, String> {
-        let mut entries = Vec::new();
-        for (number, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let (role, token) = match line.split_once(':') {
-                Some(("read", token)) => (Role::Read, token),
-                Some(("control", token)) => (Role::Control, token),
-                _ => {
-                    return Err(format!(
-                        "line {}: expected read:<token> or control:<token>",
-                        number + 1
-                    ));
-                }
-            };
-            // Cookie-safe characters (hex, base64, base64url, UUIDs).
-            let allowed = |b: u8| b.is_ascii_alphanumeric() || b"._~+/=-".contains(&b);
-            if token.len() < TOKEN_MIN_LEN || !token.bytes().all(allowed) {
-                return Err(format!(
-                    "line {}: a token must be at least {TOKEN_MIN_LEN} characters of A-Z a-z 0-9 . _ ~ + / = -",
-                    number + 1
-                ));
-            }
-            entries.push((role, token.as_bytes().to_vec()));
-        }
-        if entries.is_empty() {
-            return Err("no tokens in the file".into());
-        }
-        Ok(Tokens { entries })
-    }
-
-    /// The strongest role any configured token equal to `presented` has.
-    /// Every token is compared, each in time independent of where it differs.
-    pub fn role_of(&self, presented: &[u8]) -> Option<Role> {
-        let mut role = None;
-        for (token_role, token) in &self.entries {
-            if constant_time_eq(presented, token) {
-                role = role.max(Some(*token_role));
-            }
-        }
-        role
-    }
-}
-
-/// Equality whose running time depends only on the lengths, not on the
-/// position of the first difference.
-fn constant_time_eq(presented: &[u8], secret: &[u8]) -> bool {
-    let mut diff = u8::from(presented.len() != secret.len());
-    for (i, s) in secret.iter().enumerate() {
-        diff |= s ^ presented.get(i).copied().unwrap_or(0);
-    }
-    std::hint::black_box(diff) == 0
-}
-
 /// The credentials a request carries.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Presented<'a> {
@@ -146,9 +66,12 @@ pub fn presented<'a>(headers: impl Iterator<Item = (&'a str, &'a str)>) -> Prese
     let mut out = Presented::default();
     for (name, value) in headers {
         if name.eq_ignore_ascii_case("authorization") {
+            // `get`, not slicing: a value need not be ASCII here (the fuzz
+            // target found `Bearer\u{df}...`), and byte 7 may split a char.
             let value = value.trim();
-            if value.len() > 7 && value[..7].eq_ignore_ascii_case("bearer ") {
-                out.bearer = Some(value[7..].trim());
+            let scheme = value.get(..7).filter(|s| s.eq_ignore_ascii_case("bearer "));
+            if let (Some(_), Some(token)) = (scheme, value.get(7..)) {
+                out.bearer = Some(token.trim()).filter(|t| !t.is_empty());
             }
         } else if name.eq_ignore_ascii_case("cookie") {
             out.session = out.session.or_else(|| cookie(value, session::COOKIE));
@@ -210,28 +133,6 @@ mod tests {
     }
 
     #[test]
-    fn token_files() {
-        let t = tokens();
-        assert_eq!(t.role_of(b"reader-token-0123456789"), Some(Role::Read));
-        assert_eq!(
-            t.role_of(b"controller-token-0123456789"),
-            Some(Role::Control)
-        );
-        assert_eq!(t.role_of(b"controller-token-012345678"), None);
-        assert_eq!(t.role_of(b""), None);
-        assert!(format!("{t:?}").contains("2 configured") && !format!("{t:?}").contains("reader"));
-        for bad in [
-            "",
-            "# only a comment",
-            "admin:0123456789abcdef",
-            "read:short",
-            "read:has a space in it",
-        ] {
-            assert!(Tokens::parse(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
     fn roles_by_route() {
         let t = tokens();
         let none = Sessions::default();
@@ -273,6 +174,12 @@ mod tests {
         ];
         let p = presented(headers.iter().copied());
         assert_eq!((p.bearer, p.session), (Some("abc"), Some("xyz")));
+        // Found by the `headers` fuzz target: a multi-byte char at byte 7.
+        let odd = [
+            ("Authorization", "Bearer\u{df}abc"),
+            ("Authorization", "Bearer  "),
+        ];
+        assert_eq!(presented(odd.iter().copied()).bearer, None);
         let t = tokens();
         let sessions = Sessions::default();
         let id = sessions.open(Role::Read).unwrap();
@@ -321,14 +228,5 @@ mod tests {
             Some("abc")
         );
         assert_eq!(cookie("x=1", "trainbox_session"), None);
-    }
-
-    #[test]
-    fn comparison_is_exact() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abd", b"abc"));
-        assert!(!constant_time_eq(b"ab", b"abc"));
-        assert!(!constant_time_eq(b"abcd", b"abc"));
-        assert!(!constant_time_eq(b"", b"abc"));
     }
 }

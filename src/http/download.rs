@@ -1,41 +1,43 @@
-//! Streaming a download on its own thread: the model or a checkpoint as a
-//! planned ZIP (exact length, ETag, Range), or deflated without a plan (the
-//! logs, `compression=deflate`) with chunked framing.
+//! Downloads, from admission to the last byte: the model, a checkpoint or
+//! the logs as a ZIP.
 //!
-//! The body goes to the request's `ResponseWriter` in 1 MiB blocks (see
-//! `http::respond` for why), and stored file data by sendfile(2) to that
-//! writer's own socket, which it keeps open for as long as it lives. When
-//! a body must stop short — a file changed, the client stopped reading past
-//! the write timeout — the writer shuts the connection down, so the client
-//! sees a body shorter than its `Content-Length` and no stray bytes after.
+//! [`admit_model`] and [`admit_logs`] run on a worker: they check the job
+//! and what it would archive, take a download slot, and give a [`Download`]
+//! (or the error to answer). [`serve`] then streams it on the download's own
+//! thread: a planned archive (exact length, ETag, `Range`, `If-Range`,
+//! `If-None-Match`) for `auto` and `stored`, a chunked deflate stream for
+//! `deflate` and the logs. The body goes to the request's `ResponseWriter`
+//! in 1 MiB blocks, stored file data by sendfile(2) (`http::sink`). A body
+//! that must stop short — a file changed, the client stopped reading past
+//! the write timeout — ends with the connection shut down, so the client
+//! sees it short and no stray bytes after it.
 
 use std::io::{self, BufWriter, Read, Write};
 use std::net::Shutdown;
-use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
 use tiny_http::{Request, ResponseWriter};
 
-use super::error::ApiError;
-use super::handlers::{Download, DownloadKind};
+use super::error::{ApiError, Context};
+use super::headers;
 use super::range::{RangeRequest, parse_range};
+use super::request::HttpRequest;
 use super::respond::{self, ChunkedWriter, Framing, write_head};
-use super::router::Compression;
-use crate::app::App;
+use super::sink::{Counting, SocketSink, is_client_error};
+use crate::app::{App, Slot};
 use crate::archive::digest::{changed, is_changed};
 use crate::archive::plan::Fingerprint;
-use crate::archive::stream::{ArchiveReader, MemberSource, Sink};
+use crate::archive::stream::{ArchiveReader, MemberSource};
 use crate::archive::zipwriter::{StreamMember, write_deflated};
-use crate::archive::{FileEntry, etag, plan_archive};
+use crate::archive::{ArchiveSource, Compression, etag, plan_archive};
+use crate::names::JobId;
+use crate::store::JobFiles;
 use crate::store::walk::fingerprint;
-use crate::store::{HISTORY_FILE, JobDir, JobFiles, LOG_FILE, PROGRESS_FILE};
 
 /// Size of each write to the socket.
 const BLOCK: usize = 1 << 20;
 /// Buffer in front of chunked framing, so chunks are this large.
 const CHUNK: usize = 256 * 1024;
-/// Bytes per sendfile(2) call.
-const SENDFILE_CHUNK: u64 = 8 << 20;
 
 /// How a download ended, for the access log and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,43 +71,86 @@ pub struct Sent {
     pub outcome: Outcome,
 }
 
-/// Streams `download` to `request`; runs on the download's own thread.
-pub fn serve(app: &App, request: Request, download: Download) -> Sent {
-    let Download {
-        job,
-        kind,
+/// How an admitted download is written.
+enum Layout {
+    /// A planned archive (`auto`, `stored`): exact length, ranges.
+    Planned(Compression),
+    /// Every member deflated, chunked (`deflate`).
+    Deflated,
+    /// The logs: deflated, each file up to its size when it is opened.
+    Logs,
+}
+
+/// A download that passed every check and holds a download slot.
+pub struct Download {
+    files: JobFiles,
+    layout: Layout,
+    filename: String,
+    head: bool,
+    _slot: Slot,
+}
+
+fn slot(app: &App) -> Result<Slot, ApiError> {
+    app.downloads
+        .try_acquire(app.limits.max_downloads)
+        .ok_or(ApiError::Unavailable(
+            "Too many downloads in progress; try again shortly",
+        ))
+}
+
+/// `GET /api/training/{job_id}/download/model[?checkpoint=|?exclude=checkpoints]`
+/// and `GET /api/training/{job_id}/download/logs`: the job must exist, have
+/// what `source` names, and a download slot must be free.
+pub fn admit(
+    app: &App,
+    id: &JobId,
+    source: &ArchiveSource,
+    compression: Compression,
+    head: bool,
+) -> Result<Download, ApiError> {
+    let job = super::open_job(app, id)?;
+    let missing = || match source {
+        ArchiveSource::Model { .. } => ApiError::ModelNotFound(id.clone()),
+        ArchiveSource::Checkpoint(name) => ApiError::CheckpointNotFound(name.clone()),
+        ArchiveSource::Logs => ApiError::LogNotFound(id.clone()),
+    };
+    // No model directory at all is "no model", even for a checkpoint.
+    if !matches!(source, ArchiveSource::Logs)
+        && !job.has_model().context("looking for the model")?
+    {
+        return Err(ApiError::ModelNotFound(id.clone()));
+    }
+    let files = job
+        .archive(source)
+        .context("listing the files to archive")?
+        .ok_or_else(missing)?;
+    let (layout, filename) = match source {
+        ArchiveSource::Logs => (Layout::Logs, format!("logs_{id}.zip")),
+        ArchiveSource::Model { .. } => (layout(compression), format!("model_{id}.zip")),
+        ArchiveSource::Checkpoint(name) => (layout(compression), format!("model_{id}_{name}.zip")),
+    };
+    Ok(Download {
+        files,
+        layout,
         filename,
         head,
-        slot: _slot,
-    } = download;
-    match kind {
-        DownloadKind::Model {
-            base,
-            compression: Compression::Deflate,
-        } => deflated_model(request, job, &base, &filename, head),
-        DownloadKind::Model { base, compression } => {
-            planned_model(app, request, job, &base, compression, &filename, head)
-        }
-        DownloadKind::Logs => logs(request, job, &filename, head),
+        _slot: slot(app)?,
+    })
+}
+
+fn layout(compression: Compression) -> Layout {
+    match compression {
+        Compression::Deflate => Layout::Deflated,
+        planned => Layout::Planned(planned),
     }
 }
 
-fn failed(request: Request, context: &str, e: io::Error) -> Sent {
-    log::error!("{context}: {e}");
-    let bytes = respond::send_error(request, &ApiError::Internal);
-    Sent {
-        status: 500,
-        bytes,
-        outcome: Outcome::Failed,
+/// Streams `download` to `request`; runs on the download's own thread.
+pub fn serve(app: &App, asked: &HttpRequest, request: Request, download: Download) -> Sent {
+    match download.layout {
+        Layout::Planned(compression) => planned(app, asked, request, &download, compression),
+        Layout::Deflated | Layout::Logs => chunked(asked, request, &download),
     }
-}
-
-fn header(request: &Request, name: &'static str) -> Option<String> {
-    request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv(name))
-        .map(|h| h.value.as_str().to_owned())
 }
 
 fn disposition(filename: &str) -> String {
@@ -113,56 +158,85 @@ fn disposition(filename: &str) -> String {
     format!("attachment; filename=\"{filename}\"")
 }
 
-/// True when an `If-None-Match` list names `etag` (or is `*`).
-fn etag_listed(list: &str, etag: &str) -> bool {
-    list.split(',')
-        .map(|t| t.trim().trim_start_matches("W/"))
-        .any(|t| t == "*" || t == etag)
+/// Ends a download: how it went, and a connection shut down when the body
+/// stopped short (the client sees it short instead of waiting for more).
+fn finish(
+    writer: &ResponseWriter,
+    filename: &str,
+    result: io::Result<()>,
+    client_failed: bool,
+) -> Outcome {
+    let outcome = match result {
+        Ok(()) => return Outcome::Completed,
+        Err(e) if is_changed(&e) => Outcome::Changed,
+        Err(e) if client_failed || is_client_error(&e) => Outcome::ClientGone,
+        Err(e) => {
+            log::error!("{filename}: {e}");
+            Outcome::Failed
+        }
+    };
+    let _ = writer.shutdown(Shutdown::Both);
+    log::warn!("{filename}: {outcome:?}; connection closed");
+    outcome
 }
 
-fn planned_model(
+/// The answer when writing the head already failed, or the head was all.
+fn head_only(status: u16, written: io::Result<u64>) -> Sent {
+    match written {
+        Ok(bytes) => Sent {
+            status,
+            bytes,
+            outcome: Outcome::Completed,
+        },
+        Err(_) => Sent {
+            status,
+            bytes: 0,
+            outcome: Outcome::ClientGone,
+        },
+    }
+}
+
+fn planned(
     app: &App,
+    asked: &HttpRequest,
     request: Request,
-    job: JobDir,
-    base: &str,
+    download: &Download,
     compression: Compression,
-    filename: &str,
-    head: bool,
 ) -> Sent {
-    let files = match job.files_under(base) {
-        Ok(files) => files,
-        Err(e) => return failed(request, "listing the files to archive", e),
-    };
-    let entries: Vec<FileEntry> = files.iter().map(|f| f.entry.clone()).collect();
-    let source = JobFiles::new(job, &files);
-    let plan = match plan_archive(&entries, compression, &source, &app.caches) {
+    let entries = download.files.entries();
+    let plan = match plan_archive(&entries, compression, &download.files, &app.caches)
+        .context("planning the archive")
+    {
         Ok(plan) => Arc::new(plan),
-        Err(e) => return failed(request, "planning the archive", e),
+        Err(error) => {
+            return Sent {
+                status: error.status(),
+                bytes: respond::send_error(request, &error),
+                outcome: Outcome::Failed,
+            };
+        }
     };
     let etag = etag(&plan, compression);
     let len = plan.len();
-
-    if header(&request, "If-None-Match").is_some_and(|list| etag_listed(&list, &etag)) {
+    if asked
+        .header("If-None-Match")
+        .is_some_and(|list| headers::none_match(list, &etag))
+    {
         let mut writer = request.into_writer();
-        let bytes = write_head(&mut writer, 304, &[("ETag", etag)], None)
-            .and_then(|n| writer.flush().map(|_| n))
-            .unwrap_or(0);
-        return Sent {
-            status: 304,
-            bytes,
-            outcome: Outcome::Completed,
-        };
+        let written = write_head(&mut writer, 304, &[("ETag", etag)], None);
+        return head_only(304, written.and_then(|n| writer.flush().map(|_| n)));
     }
-    // A stale `If-Range` (or a date, which cannot be compared strongly)
-    // means the client's partial copy is of another archive: send it all.
-    let range = match (header(&request, "Range"), header(&request, "If-Range")) {
-        (Some(_), Some(if_range)) if if_range.trim() != etag => RangeRequest::Full,
-        (Some(range), _) => parse_range(&range, len),
-        (None, _) => RangeRequest::Full,
+    // A stale `If-Range` means the client's partial copy is of another
+    // archive: it gets the whole one.
+    let range = match asked.header("Range") {
+        Some(range) if headers::range_allowed(asked.header("If-Range"), &etag) => {
+            parse_range(range, len)
+        }
+        _ => RangeRequest::Full,
     };
-    let mut headers = vec![
+    let mut head = vec![
         ("Content-Type", "application/zip".to_owned()),
-        ("Content-Disposition", disposition(filename)),
+        ("Content-Disposition", disposition(&download.filename)),
         ("Accept-Ranges", "bytes".to_owned()),
         ("ETag", etag),
         ("Cache-Control", "no-cache".to_owned()),
@@ -170,171 +244,124 @@ fn planned_model(
     let (status, start, end) = match range {
         RangeRequest::Full => (200, 0, len),
         RangeRequest::Partial { start, end } => {
-            headers.push(("Content-Range", format!("bytes {start}-{}/{len}", end - 1)));
+            head.push(("Content-Range", format!("bytes {start}-{}/{len}", end - 1)));
             (206, start, end)
         }
         RangeRequest::Unsatisfiable => {
-            let error = ApiError::BadRequest("Requested range not satisfiable".into());
-            let bytes = respond::send(
-                request,
-                416,
-                "application/json",
-                &[("Content-Range", format!("bytes */{len}"))],
-                error.body().into_bytes(),
-            );
+            let error = ApiError::RangeNotSatisfiable { len };
             return Sent {
                 status: 416,
-                bytes,
+                bytes: respond::send_error(request, &error),
                 outcome: Outcome::Completed,
             };
         }
     };
     let mut writer = request.into_writer();
-    let mut sent = match write_head(
+    let written = write_head(
         &mut writer,
         status,
-        &headers,
+        &head,
         Some(Framing::Length(end - start)),
     )
-    .and_then(|n| writer.flush().map(|_| n))
-    {
-        Ok(n) => n,
-        Err(_) => {
-            return Sent {
-                status,
-                bytes: 0,
-                outcome: Outcome::ClientGone,
-            };
-        }
+    .and_then(|n| writer.flush().map(|_| n));
+    let head_bytes = match written {
+        Ok(n) if !download.head => n,
+        other => return head_only(status, other),
     };
-    if head {
-        return Sent {
-            status,
-            bytes: sent,
-            outcome: Outcome::Completed,
-        };
-    }
-    let mut reader = ArchiveReader::new(plan, source, Arc::clone(&app.caches), start, end);
-    let zero_copy = app.limits.sendfile && writer.socket_fd().is_some();
-    let mut sink = SocketSink {
-        writer: &mut writer,
-        zero_copy,
-        sent: 0,
-        client_failed: false,
-    };
+    let mut reader = ArchiveReader::new(plan, &download.files, Arc::clone(&app.caches), start, end);
+    let mut sink = SocketSink::new(&mut writer, app.limits.sendfile);
     let mut buf = vec![0u8; BLOCK];
     let result = reader
         .write_to(&mut sink, &mut buf)
-        .and_then(|_| sink.writer.flush().map_err(|e| sink.client(e)));
-    sent += sink.sent;
-    let outcome = match result {
-        Ok(()) => Outcome::Completed,
-        Err(e) if is_changed(&e) => Outcome::Changed,
-        Err(_) if sink.client_failed => Outcome::ClientGone,
-        Err(e) => {
-            log::error!("{filename}: {e}");
-            Outcome::Failed
-        }
-    };
-    if outcome != Outcome::Completed {
-        cut(&writer, filename, outcome);
-    }
+        .and_then(|_| sink.flush());
+    let (sent, client_failed) = (sink.sent, sink.client_failed);
     Sent {
         status,
-        bytes: sent,
-        outcome,
+        bytes: head_bytes + sent,
+        outcome: finish(&writer, &download.filename, result, client_failed),
     }
 }
 
-/// The connection as an archive `Sink`: bytes go through the response
-/// writer; stored file data goes by sendfile(2) from the page cache straight
-/// to the writer's socket. Measured on loopback that is as fast as nginx's
-/// sendfile and a third of the CPU of read and write.
-struct SocketSink<'a> {
-    writer: &'a mut ResponseWriter,
-    /// Stored data goes by sendfile(2) (the socket is plain, and allowed).
-    zero_copy: bool,
-    sent: u64,
-    /// Set when the failure was the client's (gone, or not reading).
-    client_failed: bool,
-}
-
-impl SocketSink<'_> {
-    fn client(&mut self, e: io::Error) -> io::Error {
-        self.client_failed = true;
-        e
+/// A chunked (or, for HTTP/1.0, close-delimited) deflated archive: the
+/// model in `deflate` mode, or the logs.
+fn chunked(asked: &HttpRequest, request: Request, download: &Download) -> Sent {
+    let head = [
+        ("Content-Type", "application/zip".to_owned()),
+        ("Content-Disposition", disposition(&download.filename)),
+        ("Cache-Control", "no-cache".to_owned()),
+    ];
+    let framing = (!asked.http10).then_some(Framing::Chunked);
+    let mut writer = request.into_writer();
+    let written =
+        write_head(&mut writer, 200, &head, framing).and_then(|n| writer.flush().map(|_| n));
+    let head_bytes = match written {
+        Ok(n) if !download.head => n,
+        other => return head_only(200, other),
+    };
+    let mut counter = Counting {
+        inner: &mut writer,
+        count: 0,
+    };
+    let logs = matches!(download.layout, Layout::Logs);
+    let write_zip = |out: &mut dyn Write| write_members(out, &download.files, logs);
+    let result = if asked.http10 {
+        let mut out = BufWriter::with_capacity(CHUNK, &mut counter);
+        write_zip(&mut out).and_then(|_| out.flush())
+    } else {
+        let mut out = BufWriter::with_capacity(CHUNK, ChunkedWriter::new(&mut counter));
+        write_zip(&mut out).and_then(|_| {
+            out.into_inner()
+                .map_err(|e| e.into_error())?
+                .finish()
+                .map(|_| ())
+        })
+    };
+    let bytes = head_bytes + counter.count;
+    Sent {
+        status: 200,
+        bytes,
+        outcome: finish(&writer, &download.filename, result, false),
     }
 }
 
-impl Sink for SocketSink<'_> {
-    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.writer.write_all(bytes).map_err(|e| self.client(e))?;
-        if self.zero_copy {
-            // Nothing may wait in tiny_http's buffer when sendfile writes next.
-            self.writer.flush().map_err(|e| self.client(e))?;
+/// Deflates every file of `files` into `out`. A model member must still be
+/// the file that was walked (or the response stops short); a log may have
+/// grown, and is copied up to its size when it is opened, a consistent
+/// prefix.
+fn write_members(out: &mut dyn Write, files: &JobFiles, growing: bool) -> io::Result<()> {
+    let entries = files.entries();
+    let members = entries.iter().enumerate().map(|(index, entry)| {
+        let file = files.open(index)?;
+        let now = fingerprint(&file.metadata()?);
+        let expected = if growing { now } else { entry.fingerprint };
+        if now != expected {
+            return Err(changed(&entry.name));
         }
-        self.sent += bytes.len() as u64;
-        Ok(())
-    }
-
-    fn zero_copy(&self) -> bool {
-        self.zero_copy
-    }
-
-    fn send_file(&mut self, fd: RawFd, offset: u64, len: u64) -> io::Result<()> {
-        // Borrowed from the writer, which holds the connection open: the
-        // number cannot have been closed and given to anything else.
-        let socket = match self.writer.socket_fd() {
-            Some(socket) if self.zero_copy => socket.as_raw_fd(),
-            _ => return Err(io::ErrorKind::Unsupported.into()),
-        };
-        let mut offset = offset as libc::off_t;
-        let mut left = len;
-        while left > 0 {
-            let want = left.min(SENDFILE_CHUNK) as usize;
-            // SAFETY: both descriptors are open for the duration of the call;
-            // the kernel advances `offset`.
-            let n = unsafe { libc::sendfile(socket, fd, &mut offset, want) };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                match e.raw_os_error() {
-                    Some(libc::EINTR) => continue,
-                    // A filesystem that cannot sendfile: copy from now on.
-                    Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP) if left == len => {
-                        log::info!("sendfile unsupported here ({e}); copying instead");
-                        self.zero_copy = false;
-                        return Err(io::ErrorKind::Unsupported.into());
-                    }
-                    _ if is_client_error(&e) => return Err(self.client(e)),
-                    _ => return Err(e),
-                }
-            }
-            if n == 0 {
-                return Err(changed("a member")); // the file is shorter than planned
-            }
-            left -= n as u64;
-            self.sent += n as u64;
-        }
-        Ok(())
-    }
+        Ok(StreamMember {
+            name: entry.name.clone(),
+            reader: Verified {
+                file,
+                left: expected.size,
+                expected,
+                growing,
+            },
+            size: expected.size,
+            mtime_secs: expected.mtime_ns.div_euclid(1_000_000_000) as i64,
+        })
+    });
+    write_deflated(out, members).map(|_| ())
 }
 
-/// Ends a connection whose response stopped short: the client sees the
-/// body end early instead of waiting for the rest.
-fn cut(writer: &ResponseWriter, what: &str, outcome: Outcome) {
-    let _ = writer.shutdown(Shutdown::Both);
-    log::warn!("{what}: {outcome:?}; connection closed");
-}
-
-/// A member file that must match its fingerprint when fully read.
+/// A member file read up to its planned size, which must still match its
+/// fingerprint at the end (unless it is a log allowed to grow).
 struct Verified<F> {
     file: F,
     left: u64,
     expected: Fingerprint,
-    check: fn(&F) -> io::Result<Fingerprint>,
+    growing: bool,
 }
 
-impl<F: Read> Read for Verified<F> {
+impl Read for Verified<cap_std::fs::File> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.left == 0 {
             return Ok(0);
@@ -347,173 +374,9 @@ impl<F: Read> Read for Verified<F> {
             return Err(changed("a member"));
         }
         self.left -= n as u64;
-        if self.left == 0 && (self.check)(&self.file)? != self.expected {
+        if self.left == 0 && !self.growing && fingerprint(&self.file.metadata()?) != self.expected {
             return Err(changed("a member"));
         }
         Ok(n)
-    }
-}
-
-/// Starts a chunked (or, for HTTP/1.0, close-delimited) deflated body and
-/// runs `write_zip` into it.
-fn stream_chunked(
-    request: Request,
-    filename: &str,
-    head: bool,
-    write_zip: impl FnOnce(&mut dyn Write) -> io::Result<()>,
-) -> Sent {
-    let http10 = request.http_version() == &tiny_http::HTTPVersion(1, 0);
-    let headers = [
-        ("Content-Type", "application/zip".to_owned()),
-        ("Content-Disposition", disposition(filename)),
-        ("Cache-Control", "no-cache".to_owned()),
-    ];
-    let framing = (!http10).then_some(Framing::Chunked);
-    let mut writer = request.into_writer();
-    let head_len = match write_head(&mut writer, 200, &headers, framing)
-        .and_then(|n| writer.flush().map(|_| n))
-    {
-        Ok(n) => n,
-        Err(_) => {
-            return Sent {
-                status: 200,
-                bytes: 0,
-                outcome: Outcome::ClientGone,
-            };
-        }
-    };
-    if head {
-        return Sent {
-            status: 200,
-            bytes: head_len,
-            outcome: Outcome::Completed,
-        };
-    }
-    let mut counter = Counting {
-        inner: &mut writer,
-        count: 0,
-    };
-    let result = if http10 {
-        let mut out = BufWriter::with_capacity(CHUNK, &mut counter);
-        write_zip(&mut out).and_then(|_| out.flush())
-    } else {
-        let mut out = BufWriter::with_capacity(CHUNK, ChunkedWriter::new(&mut counter));
-        write_zip(&mut out).and_then(|_| {
-            out.into_inner()
-                .map_err(|e| e.into_error())?
-                .finish()
-                .map(|_| ())
-        })
-    };
-    let bytes = head_len + counter.count;
-    let outcome = match result {
-        Ok(()) => Outcome::Completed,
-        Err(e) if is_changed(&e) => Outcome::Changed,
-        Err(e) if is_client_error(&e) => Outcome::ClientGone,
-        Err(e) => {
-            log::error!("{filename}: {e}");
-            Outcome::Failed
-        }
-    };
-    if outcome != Outcome::Completed {
-        cut(&writer, filename, outcome);
-    }
-    Sent {
-        status: 200,
-        bytes,
-        outcome,
-    }
-}
-
-fn is_client_error(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::BrokenPipe
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::WouldBlock
-            | io::ErrorKind::TimedOut
-    )
-}
-
-/// Counts bytes on their way to the socket, for the access log.
-struct Counting<W> {
-    inner: W,
-    count: u64,
-}
-
-impl<W: Write> Write for Counting<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.count += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-fn deflated_model(request: Request, job: JobDir, base: &str, filename: &str, head: bool) -> Sent {
-    let files = match job.files_under(base) {
-        Ok(files) => files,
-        Err(e) => return failed(request, "listing the files to archive", e),
-    };
-    let source = JobFiles::new(job, &files);
-    stream_chunked(request, filename, head, |out| {
-        let members = files.iter().enumerate().map(|(index, file)| {
-            let f = source.open(index)?;
-            let expected = file.entry.fingerprint;
-            if fingerprint(&f.metadata()?) != expected {
-                return Err(changed(&file.entry.name));
-            }
-            Ok(StreamMember {
-                name: file.entry.name.clone(),
-                reader: Verified {
-                    file: f,
-                    left: expected.size,
-                    expected,
-                    check: |f| Ok(fingerprint(&f.metadata()?)),
-                },
-                size: expected.size,
-                mtime_secs: expected.mtime_ns.div_euclid(1_000_000_000) as i64,
-            })
-        });
-        write_deflated(out, members).map(|_| ())
-    })
-}
-
-fn logs(request: Request, job: JobDir, filename: &str, head: bool) -> Sent {
-    stream_chunked(request, filename, head, |out| {
-        let members = [LOG_FILE, PROGRESS_FILE, HISTORY_FILE]
-            .into_iter()
-            .filter_map(|name| match job.open_regular(name) {
-                Ok(file) => Some((name, file)),
-                Err(_) => None, // progress.json and metrics.jsonl are optional
-            })
-            .map(|(name, file)| {
-                // A growing log is copied up to its size now: a consistent prefix.
-                let f = fingerprint(&file.metadata()?);
-                Ok(StreamMember {
-                    name: name.to_owned(),
-                    reader: file,
-                    size: f.size,
-                    mtime_secs: f.mtime_ns.div_euclid(1_000_000_000) as i64,
-                })
-            });
-        write_deflated(out, members).map(|_| ())
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn if_none_match_lists() {
-        assert!(etag_listed("\"a\", \"b\"", "\"b\""));
-        assert!(etag_listed("W/\"b\"", "\"b\""));
-        assert!(etag_listed("*", "\"b\""));
-        assert!(!etag_listed("\"a\"", "\"b\""));
     }
 }

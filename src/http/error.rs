@@ -7,9 +7,12 @@
 //! go to the log.
 
 use std::fmt;
+use std::io;
 
 use crate::http::router::RouteError;
 use crate::names::{CheckpointName, JobId};
+use crate::runner::recipes::{ParamError, RecipeError};
+use crate::runner::{ControlError, SubmitError};
 
 /// An error answered to the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +46,8 @@ pub enum ApiError {
     Conflict(String),
     /// 413: the request body is larger than the limit.
     PayloadTooLarge,
+    /// 416: a `Range` outside the archive of `len` bytes.
+    RangeNotSatisfiable { len: u64 },
     /// 415: a body of another type than the route takes (named here).
     UnsupportedMediaType(&'static str),
     /// 421: the `Host` header names a server this is not.
@@ -80,6 +85,7 @@ impl ApiError {
             ApiError::Conflict(_) => 409,
             ApiError::PayloadTooLarge => 413,
             ApiError::UnsupportedMediaType(_) => 415,
+            ApiError::RangeNotSatisfiable { .. } => 416,
             ApiError::MisdirectedRequest => 421,
             ApiError::TooManyRequests { .. } => 429,
             ApiError::Unavailable(_) | ApiError::RecipesBroken(_) => 503,
@@ -95,6 +101,9 @@ impl ApiError {
             ApiError::Unavailable(_) => vec![("Retry-After", "5".to_owned())],
             ApiError::TooManyRequests { retry_after, .. } => {
                 vec![("Retry-After", retry_after.to_string())]
+            }
+            ApiError::RangeNotSatisfiable { len } => {
+                vec![("Content-Range", format!("bytes */{len}"))]
             }
             _ => Vec::new(),
         }
@@ -115,6 +124,7 @@ impl fmt::Display for ApiError {
             ApiError::Unauthorized => f.write_str("Not authenticated"),
             ApiError::Forbidden => f.write_str("Not permitted for this token"),
             ApiError::CrossOrigin => f.write_str("Cross-origin request refused"),
+            ApiError::RangeNotSatisfiable { .. } => f.write_str("Requested range not satisfiable"),
             ApiError::UnsupportedMediaType(wanted) => {
                 write!(f, "The request body must be {wanted}")
             }
@@ -138,12 +148,58 @@ impl fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
-/// A client-chosen string fit to echo in a `detail`: short, printable ASCII.
-pub fn printable(s: &str) -> String {
-    s.chars()
-        .take(40)
-        .map(|c| if c.is_ascii_graphic() { c } else { '?' })
-        .collect()
+/// What the server was doing when an I/O call failed: the cause is
+/// logged with it, and the client gets a bare 500 (never a path or an OS
+/// message).
+pub trait Context<T> {
+    fn context(self, doing: &'static str) -> Result<T, ApiError>;
+}
+
+impl<T> Context<T> for io::Result<T> {
+    fn context(self, doing: &'static str) -> Result<T, ApiError> {
+        self.map_err(|e| {
+            log::error!("{doing}: {e}");
+            ApiError::Internal
+        })
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> ApiError {
+        match e {
+            ControlError::NotFound => ApiError::JobNotFound,
+            ControlError::Conflict(detail) => ApiError::Conflict(detail),
+            ControlError::Io => ApiError::Internal, // logged by the runner
+        }
+    }
+}
+
+impl From<SubmitError> for ApiError {
+    fn from(e: SubmitError) -> ApiError {
+        match e {
+            SubmitError::QueueFull(_) => ApiError::TooManyRequests {
+                detail: "The job queue is full; try again when a job has finished",
+                retry_after: 30,
+            },
+            SubmitError::Io(e) => {
+                log::error!("creating a job: {e}");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
+impl From<RecipeError> for ApiError {
+    fn from(e: RecipeError) -> ApiError {
+        log::error!("{e}");
+        ApiError::RecipesBroken(e.to_string())
+    }
+}
+
+impl From<ParamError> for ApiError {
+    fn from(e: ParamError) -> ApiError {
+        ApiError::BadRequest(e.0)
+    }
 }
 
 impl From<RouteError> for ApiError {

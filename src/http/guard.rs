@@ -24,17 +24,7 @@
 
 use super::error::ApiError;
 use super::router::Route;
-
-/// Who may address this server, fixed at start-up.
-#[derive(Debug, Clone, Default)]
-pub struct Policy {
-    /// Host names (no port) accepted in `Host`, lower case: this machine's
-    /// name and `--allowed-host` values.
-    pub hosts: Vec<String>,
-    /// Origins accepted besides our own (`--allowed-origin`), lower case,
-    /// as `scheme://host[:port]`.
-    pub origins: Vec<String>,
-}
+pub use crate::access::BrowserPolicy;
 
 /// The parts of a request the guard looks at.
 #[derive(Debug, Clone, Copy)]
@@ -50,7 +40,7 @@ pub struct Request<'a> {
     pub has_body: bool,
 }
 
-impl Policy {
+impl BrowserPolicy {
     /// Checks a request; the error is what to answer.
     pub fn check(&self, request: &Request<'_>) -> Result<(), ApiError> {
         let host = request.host.unwrap_or("");
@@ -164,8 +154,8 @@ mod tests {
         }
     }
 
-    fn policy() -> Policy {
-        Policy {
+    fn policy() -> BrowserPolicy {
+        BrowserPolicy {
             hosts: vec!["trainbox-box".into()],
             origins: vec!["https://train.example.org".into()],
         }
@@ -244,9 +234,9 @@ mod tests {
             Ok(())
         );
         // The default port may be written or not.
-        let named = Policy {
+        let named = BrowserPolicy {
             hosts: vec!["box.local".into()],
-            ..Policy::default()
+            ..BrowserPolicy::default()
         };
         assert_eq!(
             named.check(&request(

@@ -20,7 +20,7 @@
 //! are gone.
 
 use std::io::{self, Cursor};
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -34,6 +34,8 @@ use super::download;
 use super::error::ApiError;
 use super::guard;
 use super::handlers::{self, Reply};
+use super::live;
+use super::request::HttpRequest;
 use super::respond;
 use super::router::{self, Route};
 use crate::app::{App, BODY_MAX, Limits};
@@ -215,144 +217,162 @@ fn work(app: &Arc<App>, jobs: &Mutex<Receiver<Work>>) {
 /// A synthetic `GET /api/training/jobs` through the handler (which lists
 /// the store), answered into nowhere: true when it succeeded.
 fn probe(app: &App) -> bool {
-    let mut request: Request = tiny_http::TestRequest::new()
-        .with_path("/api/training/jobs")
-        .into();
     let matched = router::Matched {
         route: Route::ListJobs(Default::default()),
         head: false,
     };
+    let asked = HttpRequest::new("GET", "/api/training/jobs");
     matches!(
-        handlers::dispatch(app, matched, &mut request),
+        handlers::dispatch(app, &asked, matched),
         Ok(Reply::Json(200, _))
     )
 }
 
-/// Routes and answers one request; downloads continue on their own thread.
+/// Answers one request; downloads and live streams continue on threads of
+/// their own.
 pub fn handle(app: &Arc<App>, mut request: Request) {
     let started = Instant::now();
-    let method = request.method().as_str().to_owned();
-    let target = request.url().to_owned();
-    let client = request.remote_addr().copied();
-    let routed = router::route(&method, &target);
-    let route_name = routed.as_ref().map_or("none", |m| m.route.name());
-    let result = if request.body_length().is_some_and(|n| n > BODY_MAX) {
-        Err(ApiError::PayloadTooLarge)
-    } else {
-        routed.map_err(ApiError::from).and_then(|matched| {
-            admit(app, &request, &method, &matched.route)?;
-            let headers = request
-                .headers()
-                .iter()
-                .map(|h| (h.field.as_str().as_str(), h.value.as_str()));
-            let presented = auth::presented(headers);
-            match auth::check(
-                app.tokens.as_ref(),
-                &app.sessions,
-                &matched.route,
-                &presented,
-            ) {
-                // A browser without a token gets the login form.
-                Err(ApiError::Unauthorized) if matched.route == Route::Index => {
-                    Ok(handlers::login_page(false))
-                }
-                Err(e) => Err(e),
-                Ok(()) => handlers::dispatch(app, matched, &mut request),
-            }
-        })
+    let mut asked = HttpRequest::head(&request);
+    let (route, result) = answer(app, &mut asked, &mut request);
+    let exchange = Exchange {
+        asked,
+        route,
+        started,
     };
-    let (status, bytes) = match result {
-        Ok(Reply::Json(status, body)) => (status, respond::send_json(request, status, &body)),
+    match result {
+        Ok(Reply::Json(status, body)) => {
+            let bytes = respond::send_json(request, status, &body);
+            exchange.finish(app, status, bytes);
+        }
         Ok(Reply::Page {
             status,
             content_type,
             body,
             headers,
-        }) => (
-            status,
-            respond::send(request, status, content_type, &headers, body),
-        ),
-        Ok(Reply::Download(download)) => {
-            let app = Arc::clone(app);
-            let spawned = thread::Builder::new()
-                .name("download".into())
-                .spawn(move || {
-                    app.changes.ring();
-                    let sent = download::serve(&app, request, download);
-                    app.changes.ring();
-                    let seconds = started.elapsed().as_secs_f64();
-                    app.metrics.request(route_name, sent.status, seconds);
-                    app.metrics.download(sent.outcome.label(), sent.bytes);
-                    access_log(&method, &target, sent.status, sent.bytes, started, client);
-                });
-            if let Err(e) = spawned {
-                // The request went down with the closure: tiny_http answers 500.
-                log::error!("cannot start a download thread: {e}");
-            }
-            return;
+        }) => {
+            let bytes = respond::send(request, status, content_type, &headers, body);
+            exchange.finish(app, status, bytes);
         }
-        Ok(Reply::Live(live)) => {
-            let app = Arc::clone(app);
-            let spawned = thread::Builder::new().name("live".into()).spawn(move || {
-                let (status, bytes) = crate::live::serve(&app, request, live);
-                let seconds = started.elapsed().as_secs_f64();
-                app.metrics.request(route_name, status, seconds);
-                access_log(&method, &target, status, bytes, started, client);
-            });
-            if let Err(e) = spawned {
-                log::error!("cannot start a live-stream thread: {e}");
-            }
-            return;
+        Ok(Reply::Download(download)) => spawn(app, "download", move |app| {
+            app.changes.ring();
+            let sent = download::serve(app, &exchange.asked, request, download);
+            app.changes.ring();
+            app.metrics.download(sent.outcome.label(), sent.bytes);
+            exchange.finish(app, sent.status, sent.bytes);
+        }),
+        Ok(Reply::Live(live)) => spawn(app, "live", move |app| {
+            let (status, bytes) = live::serve(app, request, live);
+            exchange.finish(app, status, bytes);
+        }),
+        Err(error) => {
+            let bytes = respond::send_error(request, &error);
+            exchange.finish(app, error.status(), bytes);
         }
-        Err(error) => (error.status(), respond::send_error(request, &error)),
+    }
+}
+
+/// Routes, checks and dispatches a request, reading its body for the
+/// routes that take one: the route's name (for the metrics) and the reply
+/// or the error to answer.
+fn answer(
+    app: &App,
+    asked: &mut HttpRequest,
+    request: &mut Request,
+) -> (&'static str, Result<Reply, ApiError>) {
+    // A declared body too large for any route is refused before anything.
+    if request.body_length().is_some_and(|n| n > BODY_MAX) {
+        return ("none", Err(ApiError::PayloadTooLarge));
+    }
+    let matched = match router::route(&asked.method, &asked.target) {
+        Ok(matched) => matched,
+        Err(e) => return ("none", Err(e.into())),
     };
-    app.metrics
-        .request(route_name, status, started.elapsed().as_secs_f64());
-    access_log(&method, &target, status, bytes, started, client);
+    let name = matched.route.name();
+    let checked = guard(app, asked, &matched.route).and_then(|()| authorize(app, asked, &matched));
+    let result = match checked {
+        Ok(Some(reply)) => Ok(reply),
+        Ok(None) if matched.route.takes_body() => asked
+            .read_body(request, BODY_MAX)
+            .and_then(|()| handlers::dispatch(app, asked, matched)),
+        Ok(None) => handlers::dispatch(app, asked, matched),
+        Err(e) => Err(e),
+    };
+    (name, result)
+}
+
+/// Checks the request's credentials against what the route needs. A
+/// browser without them asking for the page gets the login form instead
+/// (`Some`).
+fn authorize(
+    app: &App,
+    asked: &HttpRequest,
+    matched: &router::Matched,
+) -> Result<Option<Reply>, ApiError> {
+    let presented = auth::presented(asked.header_pairs().into_iter());
+    let access = &app.access;
+    match auth::check(
+        access.tokens.as_ref(),
+        &access.sessions,
+        &matched.route,
+        &presented,
+    ) {
+        Err(ApiError::Unauthorized) if matched.route == Route::Index => {
+            Ok(Some(handlers::login_page(false)))
+        }
+        Err(e) => Err(e),
+        Ok(()) => Ok(None),
+    }
+}
+
+/// Runs `work` on a thread of its own. Should the thread not start, the
+/// request goes down with the closure and tiny_http answers 500.
+fn spawn(app: &Arc<App>, name: &str, work: impl FnOnce(&App) + Send + 'static) {
+    let app = Arc::clone(app);
+    if let Err(e) = thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || work(&app))
+    {
+        log::error!("cannot start a {name} thread: {e}");
+    }
 }
 
 /// The browser checks of `http::guard`, on the request's headers.
-fn admit(app: &App, request: &Request, method: &str, route: &Route) -> Result<(), ApiError> {
-    let header = |name: &'static str| {
-        request
-            .headers()
-            .iter()
-            .find(|h| h.field.equiv(name))
-            .map(|h| h.value.as_str())
-    };
-    let origins: Vec<&str> = request
-        .headers()
-        .iter()
-        .filter(|h| h.field.equiv("Origin"))
-        .map(|h| h.value.as_str())
-        .collect();
-    let has_body =
-        request.body_length().is_some_and(|n| n > 0) || header("Transfer-Encoding").is_some();
-    app.browser.check(&guard::Request {
-        method,
+fn guard(app: &App, asked: &HttpRequest, route: &Route) -> Result<(), ApiError> {
+    app.access.browser.check(&guard::Request {
+        method: &asked.method,
         route,
-        host: header("Host"),
-        origins: &origins,
-        content_type: header("Content-Type"),
-        has_body,
+        host: asked.header("Host"),
+        origins: &asked.header_all("Origin"),
+        content_type: asked.header("Content-Type"),
+        has_body: asked.declares_body,
     })
+}
+
+/// A request on its way to the access log and the metrics.
+struct Exchange {
+    asked: HttpRequest,
+    /// The route's name, the metrics' `route` label.
+    route: &'static str,
+    started: Instant,
+}
+
+impl Exchange {
+    fn finish(&self, app: &App, status: u16, bytes: u64) {
+        let seconds = self.started.elapsed().as_secs_f64();
+        app.metrics.request(self.route, status, seconds);
+        access_log(&self.asked, status, bytes, self.started);
+    }
 }
 
 /// One line per request: method, target (token redacted), status, bytes,
 /// duration, client.
-pub fn access_log(
-    method: &str,
-    target: &str,
-    status: u16,
-    bytes: u64,
-    started: Instant,
-    client: Option<SocketAddr>,
-) {
-    let client = client.map_or_else(|| "-".to_owned(), |c| c.to_string());
+fn access_log(asked: &HttpRequest, status: u16, bytes: u64, started: Instant) {
+    let client = asked.peer.map_or_else(|| "-".to_owned(), |c| c.to_string());
     log::info!(
         target: "access",
-        "{method} {} {status} {bytes}B {:.1}ms {client}",
-        crate::text::escape_controls(&redact_token(target)),
+        "{} {} {status} {bytes}B {:.1}ms {client}",
+        crate::text::escape_controls(&asked.method),
+        crate::text::escape_controls(&redact_token(&asked.target)),
         started.elapsed().as_secs_f64() * 1000.0
     );
 }

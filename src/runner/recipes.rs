@@ -12,7 +12,7 @@ use std::fmt;
 use serde_json::{Map, Value};
 
 use super::cgroup::Limits;
-use crate::http::error::printable;
+use crate::text::printable;
 
 /// Longest string param value accepted.
 pub const STRING_PARAM_MAX: usize = 4096;
@@ -53,20 +53,20 @@ pub enum ParamSpec {
 #[derive(Debug, Clone, Default)]
 pub struct Recipes(pub BTreeMap<String, Recipe>);
 
-/// Why `recipes.json` cannot be used; for the admin, in the log.
+/// Why `recipes.json` cannot be used (the admin's to fix; answered 503).
 #[derive(Debug, Clone, PartialEq)]
-pub struct RecipeFileError(pub String);
+pub struct RecipeError(pub String);
 
-impl fmt::Display for RecipeFileError {
+impl fmt::Display for RecipeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "recipes.json: {}", self.0)
     }
 }
 
-impl std::error::Error for RecipeFileError {}
+impl std::error::Error for RecipeError {}
 
-fn file_error(message: impl Into<String>) -> RecipeFileError {
-    RecipeFileError(message.into())
+fn file_error(message: impl Into<String>) -> RecipeError {
+    RecipeError(message.into())
 }
 
 /// A param name as it may appear in an environment variable name.
@@ -81,7 +81,7 @@ fn valid_param_name(name: &str) -> bool {
 
 impl Recipes {
     /// Parses `recipes.json`: `{"recipes": {name: {"command": [...], "params": {...}}}}`.
-    pub fn parse(bytes: &[u8]) -> Result<Recipes, RecipeFileError> {
+    pub fn parse(bytes: &[u8]) -> Result<Recipes, RecipeError> {
         let doc: Value =
             serde_json::from_slice(bytes).map_err(|e| file_error(format!("not JSON: {e}")))?;
         let Some(Value::Object(recipes)) = doc.get("recipes") else {
@@ -103,7 +103,7 @@ impl Recipes {
     }
 }
 
-fn parse_recipe(value: &Value) -> Result<Recipe, RecipeFileError> {
+fn parse_recipe(value: &Value) -> Result<Recipe, RecipeError> {
     let command: Vec<String> = match value.get("command") {
         Some(Value::Array(items)) if !items.is_empty() => items
             .iter()
@@ -148,7 +148,7 @@ fn parse_recipe(value: &Value) -> Result<Recipe, RecipeFileError> {
 
 /// `{"memory_max": "24G", "cpu_weight": 100, "pids_max": 4096}`, each
 /// optional; sizes take K, M, G and T (powers of 1024) or plain bytes.
-fn parse_limits(limits: &serde_json::Map<String, Value>) -> Result<Limits, RecipeFileError> {
+fn parse_limits(limits: &serde_json::Map<String, Value>) -> Result<Limits, RecipeError> {
     let mut out = Limits::default();
     for (key, value) in limits {
         let bad = |what: &str| file_error(format!("limits.{key}: {what}"));
@@ -200,8 +200,8 @@ fn parse_size(text: &str) -> Option<u64> {
     number.checked_mul(1u64 << shift)
 }
 
-fn parse_spec(spec: &Value) -> Result<ParamSpec, RecipeFileError> {
-    let int = |key: &str| -> Result<Option<i64>, RecipeFileError> {
+fn parse_spec(spec: &Value) -> Result<ParamSpec, RecipeError> {
+    let int = |key: &str| -> Result<Option<i64>, RecipeError> {
         match spec.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(v) => v
@@ -210,7 +210,7 @@ fn parse_spec(spec: &Value) -> Result<ParamSpec, RecipeFileError> {
                 .ok_or_else(|| file_error(format!("\"{key}\" must be an integer"))),
         }
     };
-    let float = |key: &str| -> Result<Option<f64>, RecipeFileError> {
+    let float = |key: &str| -> Result<Option<f64>, RecipeError> {
         match spec.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(v) => v
@@ -274,9 +274,29 @@ fn parse_spec(spec: &Value) -> Result<ParamSpec, RecipeFileError> {
     Ok(parsed)
 }
 
+/// Why a client's params do not fit the recipe (answered 400); the text
+/// names the param.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamError(pub String);
+
+impl fmt::Display for ParamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ParamError {}
+
 /// Checks a client's params against `recipe`; returns each param's value as
-/// it goes into `TRAINBOX_PARAM_<NAME>`, or a `detail` naming the problem.
+/// it goes into `TRAINBOX_PARAM_<NAME>`, or what does not fit.
 pub fn check_params(
+    recipe: &Recipe,
+    given: &Map<String, Value>,
+) -> Result<BTreeMap<String, String>, ParamError> {
+    check_each(recipe, given).map_err(ParamError)
+}
+
+fn check_each(
     recipe: &Recipe,
     given: &Map<String, Value>,
 ) -> Result<BTreeMap<String, String>, String> {
@@ -427,7 +447,7 @@ mod tests {
 
     fn check(recipe: &str, params: Value) -> Result<BTreeMap<String, String>, String> {
         let Value::Object(map) = params else { panic!() };
-        check_params(recipes().get(recipe).unwrap(), &map)
+        check_params(recipes().get(recipe).unwrap(), &map).map_err(|e| e.0)
     }
 
     #[test]

@@ -90,6 +90,33 @@ pub struct JobRecord {
     pub pid: Option<i32>,
 }
 
+impl JobRecord {
+    /// The record of a job just queued: nothing has happened to it yet.
+    pub fn queued(
+        id: &str,
+        recipe: &str,
+        name: Option<String>,
+        params: Map<String, Value>,
+        created_at: String,
+    ) -> JobRecord {
+        JobRecord {
+            id: id.to_owned(),
+            name,
+            recipe: recipe.to_owned(),
+            params,
+            status: JobStatus::Queued,
+            created_at,
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            signal: None,
+            stop_signal: None,
+            error: None,
+            pid: None,
+        }
+    }
+}
+
 /// Seconds without a write after which an external run is taken as no
 /// longer running.
 pub const EXTERNAL_IDLE_SECS: i64 = 600;

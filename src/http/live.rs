@@ -16,14 +16,19 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tiny_http::{Header, Request, Response};
+use tungstenite::protocol::frame::CloseFrame;
+use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{Role, WebSocket};
 use tungstenite::{Message, handshake::derive_accept_key};
 
-use crate::app::App;
-use crate::http::error::ApiError;
-use crate::http::handlers::{Live, LiveKind, progress_body};
-use crate::http::respond::{self, ChunkedWriter, Framing, write_head};
+use super::error::ApiError;
+use super::headers;
+use super::request::HttpRequest;
+use super::respond::{ChunkedWriter, Framing, write_head};
+use crate::app::{App, Slot};
+use crate::names::JobId;
 use crate::store::JobDir;
+use crate::view::JobSnapshot;
 
 /// How often the job's files are looked at.
 const POLL: Duration = Duration::from_secs(1);
@@ -59,7 +64,8 @@ impl Follower {
 
     /// Looks at the job once: what to send now, if anything.
     fn poll(&mut self, app: &App) -> Option<Next> {
-        let (mut body, status) = progress_body(app, &self.job);
+        let snapshot = JobSnapshot::read(app, &self.job);
+        let (mut body, status) = (snapshot.progress_json(), snapshot.status);
         if status.is_final()
             || app.stopping.load(Ordering::Acquire)
             || self.started.elapsed() > MAX_STREAM
@@ -81,17 +87,68 @@ impl Follower {
     }
 }
 
+/// A live stream that passed its checks and holds a stream slot.
+pub struct Live {
+    job: JobDir,
+    kind: Kind,
+    _slot: Slot,
+}
+
+enum Kind {
+    /// Server-Sent Events (`/api/training/{job_id}/events`).
+    Events,
+    /// A WebSocket (`/ws/training/{job_id}`), with the client's key.
+    WebSocket(String),
+}
+
+/// What admission gives: a stream to start, or (for `HEAD`) only the
+/// headers a stream would start with.
+pub enum Admitted {
+    Stream(Live),
+    HeadOnly,
+}
+
+/// `GET /api/training/{job_id}/events` and `GET /ws/training/{job_id}`:
+/// the job must exist, a WebSocket must be a proper handshake (checked
+/// before a slot is taken), and a stream slot must be free.
+pub fn admit(
+    app: &App,
+    asked: &HttpRequest,
+    id: &JobId,
+    websocket: bool,
+    head: bool,
+) -> Result<Admitted, ApiError> {
+    let job = super::open_job(app, id)?;
+    let kind = if websocket {
+        let pairs = asked.header_pairs();
+        let key = headers::websocket_key(&pairs)
+            .ok_or_else(|| ApiError::BadRequest("Expected a WebSocket handshake".into()))?;
+        Kind::WebSocket(key.to_owned())
+    } else {
+        Kind::Events
+    };
+    if head {
+        return Ok(Admitted::HeadOnly);
+    }
+    let slot = app
+        .streams
+        .try_acquire(app.limits.max_streams)
+        .ok_or(ApiError::Unavailable(
+            "Too many live streams; try again shortly",
+        ))?;
+    Ok(Admitted::Stream(Live {
+        job,
+        kind,
+        _slot: slot,
+    }))
+}
+
 /// Streams `live` to `request`; runs on the stream's own thread. Returns
 /// the status and bytes for the access log.
 pub fn serve(app: &App, request: Request, live: Live) -> (u16, u64) {
-    let Live {
-        job,
-        kind,
-        slot: _slot,
-    } = live;
-    match kind {
-        LiveKind::Events => events(app, request, job),
-        LiveKind::WebSocket => websocket(app, request, job),
+    match &live.kind {
+        Kind::Events => events(app, request, live.job),
+        Kind::WebSocket(key) => websocket(app, request, live.job, key),
     }
 }
 
@@ -133,34 +190,7 @@ fn events(app: &App, request: Request, job: JobDir) -> (u16, u64) {
     (200, sent)
 }
 
-/// The handshake headers of a WebSocket request, checked.
-fn websocket_key(request: &Request) -> Result<String, ApiError> {
-    let header = |name: &'static str| {
-        request
-            .headers()
-            .iter()
-            .find(|h| h.field.equiv(name))
-            .map(|h| h.value.as_str().to_owned())
-    };
-    let upgrade = header("Upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    let connection =
-        header("Connection").is_some_and(|v| v.to_ascii_lowercase().contains("upgrade"));
-    let version = header("Sec-WebSocket-Version").is_some_and(|v| v.trim() == "13");
-    match header("Sec-WebSocket-Key") {
-        Some(key) if upgrade && connection && version && !key.trim().is_empty() => {
-            Ok(key.trim().to_owned())
-        }
-        _ => Err(ApiError::BadRequest(
-            "Expected a WebSocket handshake".into(),
-        )),
-    }
-}
-
-fn websocket(app: &App, request: Request, job: JobDir) -> (u16, u64) {
-    let key = match websocket_key(&request) {
-        Ok(key) => key,
-        Err(error) => return (400, respond::send_error(request, &error)),
-    };
+fn websocket(app: &App, request: Request, job: JobDir, key: &str) -> (u16, u64) {
     let accept = Header::from_bytes("Sec-WebSocket-Accept", derive_accept_key(key.as_bytes()))
         .expect("base64 is a valid header value");
     let stream = request.upgrade("websocket", Response::empty(101).with_header(accept));
@@ -199,7 +229,11 @@ fn websocket(app: &App, request: Request, job: JobDir) -> (u16, u64) {
             break;
         }
     }
-    let _ = ws.close(None);
+    // A close frame with a status and a reason: clients see 1000, not 1005.
+    let _ = ws.close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "the job ended or the server is stopping".into(),
+    }));
     let _ = ws.flush();
     (101, sent)
 }

@@ -12,7 +12,7 @@ use std::io;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::auth::Role;
+use super::tokens::Role;
 
 /// The cookie that carries the session id.
 pub const COOKIE: &str = "trainbox_session";

@@ -1,0 +1,154 @@
+//! Handlers: one function per `Route`, from values (the parsed route, the
+//! [`HttpRequest`]) to a [`Reply`]; no socket, so each is unit-tested in
+//! `tests.rs` in milliseconds.
+//!
+//! [`dispatch`] is the one `match` over the API. Handlers touch files only
+//! through the store and never see a raw path or name. Downloads and live
+//! streams are admitted here and streamed by their own modules
+//! (`http::download`, `http::live`) on threads of their own.
+
+mod jobs;
+mod signin;
+#[cfg(test)]
+mod tests;
+
+use serde_json::{Value, json};
+
+use super::download::{self, Download};
+use super::error::{ApiError, Context};
+use super::live::{self, Admitted, Live};
+use super::request::HttpRequest;
+use super::router::{Asset, Matched, Route};
+use crate::app::App;
+use crate::archive::{ArchiveSource, Compression};
+use crate::store::records::JobStatus;
+use crate::view::JobSnapshot;
+
+pub use signin::login_page;
+
+/// What a handler produced.
+pub enum Reply {
+    /// A JSON document with a status.
+    Json(u16, Value),
+    /// A page or document, with any extra headers.
+    Page {
+        status: u16,
+        content_type: &'static str,
+        body: Vec<u8>,
+        headers: Vec<(&'static str, String)>,
+    },
+    /// A download, streamed on its own thread.
+    Download(Download),
+    /// A live event stream, on its own thread.
+    Live(Live),
+}
+
+pub fn dispatch(app: &App, request: &HttpRequest, matched: Matched) -> Result<Reply, ApiError> {
+    let head = matched.head;
+    match matched.route {
+        Route::Index => Ok(page(
+            200,
+            &crate::ui::index_html(app.access.tokens.is_some()),
+            Vec::new(),
+        )),
+        Route::Asset(asset) => Ok(self::asset(asset)),
+        Route::Login => signin::login(app, request),
+        Route::Logout => Ok(signin::logout(app, request)),
+        Route::Health => Ok(Reply::Json(
+            200,
+            json!({ "status": "ok", "control": app.runner.control_mode() }),
+        )),
+        Route::ListJobs(paging) => jobs::list(app, &paging),
+        Route::Job(id) => jobs::one(app, &id),
+        Route::Checkpoints(id) => jobs::checkpoints(app, &id),
+        Route::Progress(id) => jobs::progress(app, &id),
+        Route::History(id) => jobs::history(app, &id),
+        Route::StartJob => jobs::start(app, request),
+        Route::Control(id, action) => jobs::control(app, &id, action),
+        Route::DownloadModel {
+            job,
+            source,
+            compression,
+        } => download::admit(app, &job, &source, compression, head).map(Reply::Download),
+        Route::DownloadLogs(id) => {
+            download::admit(app, &id, &ArchiveSource::Logs, Compression::Deflate, head)
+                .map(Reply::Download)
+        }
+        Route::Events(id) => stream(app, request, &id, false, head),
+        Route::WebSocket(id) => stream(app, request, &id, true, head),
+        Route::OpenApi => Ok(Reply::Page {
+            status: 200,
+            content_type: "application/json",
+            body: super::openapi::SPEC.as_bytes().to_vec(),
+            headers: Vec::new(),
+        }),
+        Route::Metrics => metrics(app),
+    }
+}
+
+fn asset(asset: Asset) -> Reply {
+    let (content_type, body) = match asset {
+        Asset::Script => ("text/javascript; charset=utf-8", crate::ui::APP_JS),
+        Asset::Style => ("text/css; charset=utf-8", crate::ui::APP_CSS),
+        Asset::Icon => ("image/svg+xml", crate::ui::ICON_SVG),
+    };
+    Reply::Page {
+        status: 200,
+        content_type,
+        body: body.as_bytes().to_vec(),
+        headers: Vec::new(),
+    }
+}
+
+fn page(status: u16, html: &str, headers: Vec<(&'static str, String)>) -> Reply {
+    Reply::Page {
+        status,
+        content_type: "text/html; charset=utf-8",
+        body: html.as_bytes().to_vec(),
+        headers,
+    }
+}
+
+/// A live stream: admitted here, or only its headers for `HEAD`.
+fn stream(
+    app: &App,
+    request: &HttpRequest,
+    id: &crate::names::JobId,
+    websocket: bool,
+    head: bool,
+) -> Result<Reply, ApiError> {
+    match live::admit(app, request, id, websocket, head)? {
+        Admitted::Stream(live) => Ok(Reply::Live(live)),
+        Admitted::HeadOnly => Ok(Reply::Page {
+            status: 200,
+            content_type: "text/event-stream",
+            body: Vec::new(),
+            headers: vec![("Cache-Control", "no-cache".to_owned())],
+        }),
+    }
+}
+
+/// `GET /metrics`: the Prometheus text exposition, with the jobs counted
+/// by status now.
+fn metrics(app: &App) -> Result<Reply, ApiError> {
+    let mut counts: Vec<(JobStatus, usize)> = Vec::new();
+    for id in app.store.job_ids().context("listing jobs")? {
+        let Ok(Some(dir)) = app.store.job(&id) else {
+            continue;
+        };
+        let status = JobSnapshot::read(app, &dir).status;
+        match counts.iter_mut().find(|(s, _)| *s == status) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((status, 1)),
+        }
+    }
+    let text = app
+        .metrics
+        .render(app.downloads.current(), app.runner.active_count(), &counts);
+    Ok(Reply::Page {
+        status: 200,
+        content_type: "text/plain; version=0.0.4; charset=utf-8",
+        body: text.into_bytes(),
+        headers: Vec::new(),
+    })
+}

@@ -1,0 +1,362 @@
+//! The router: a pure function from (method, request target) to a [`Route`].
+//!
+//! Percent-decoding happens here and only here. A path segment that decodes
+//! to `/`, `\`, NUL or invalid UTF-8 never matches anything; names are handed
+//! to their parsers, so every `Route` holds parsed `JobId`s and
+//! `CheckpointName`s, never raw strings. Unknown or repeated query parameters
+//! are refused rather than ignored. The whole API is the `match` in
+//! [`route`]; the handler for each variant is one hop away in `http::handlers`.
+
+mod query;
+mod render;
+#[cfg(test)]
+mod tests;
+
+pub use query::{Cursor, PAGE_MAX, Paging};
+
+use super::percent;
+use crate::archive::{ArchiveSource, Compression};
+use crate::names::{CheckpointName, JobId};
+use query::Query;
+
+/// Every endpoint trainbox serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// `GET /`: the web page.
+    Index,
+    /// `GET /ui/app.js`, `/ui/app.css`, `/ui/icon.svg`: the page's script,
+    /// style and icon, open
+    /// (the login form uses the style), as files of their own so that the
+    /// page needs no inline script or style (its CSP forbids them).
+    Asset(Asset),
+    /// `GET /healthz`: liveness, open without a token.
+    Health,
+    /// `GET /metrics`: Prometheus text format.
+    Metrics,
+    /// `GET /openapi.json`: the API's own spec.
+    OpenApi,
+    /// `POST /login`: a form with a token; sets the cookie the web page uses.
+    Login,
+    /// `POST /logout`: clears that cookie.
+    Logout,
+    /// `GET /api/training/jobs[?limit=&after=]`
+    ListJobs(Paging),
+    /// `POST /api/training/jobs`
+    StartJob,
+    /// `GET /api/training/jobs/{job_id}`
+    Job(JobId),
+    /// `GET /api/training/{job_id}/checkpoints`
+    Checkpoints(JobId),
+    /// `GET /api/training/{job_id}/progress`
+    Progress(JobId),
+    /// `GET /api/training/{job_id}/metrics`
+    History(JobId),
+    /// `GET /api/training/{job_id}/events`: Server-Sent Events.
+    Events(JobId),
+    /// `GET /ws/training/{job_id}`: WebSocket.
+    WebSocket(JobId),
+    /// `POST /api/training/{job_id}/{pause,resume,cancel}`
+    Control(JobId, Action),
+    /// `GET /api/training/{job_id}/download/model[?checkpoint=|?exclude=checkpoints][&compression=]`:
+    /// `source` is the model (whole or without checkpoints) or one checkpoint.
+    DownloadModel {
+        job: JobId,
+        source: ArchiveSource,
+        compression: Compression,
+    },
+    /// `GET /api/training/{job_id}/download/logs`
+    DownloadLogs(JobId),
+}
+
+impl Route {
+    /// The variant's name: the `route` label of the metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Route::Index => "Index",
+            Route::Asset(_) => "Asset",
+            Route::Health => "Health",
+            Route::Metrics => "Metrics",
+            Route::OpenApi => "OpenApi",
+            Route::Login => "Login",
+            Route::Logout => "Logout",
+            Route::ListJobs(_) => "ListJobs",
+            Route::StartJob => "StartJob",
+            Route::Job(_) => "Job",
+            Route::Checkpoints(_) => "Checkpoints",
+            Route::Progress(_) => "Progress",
+            Route::History(_) => "History",
+            Route::Events(_) => "Events",
+            Route::WebSocket(_) => "WebSocket",
+            Route::Control(..) => "Control",
+            Route::DownloadModel { .. } => "DownloadModel",
+            Route::DownloadLogs(_) => "DownloadLogs",
+        }
+    }
+}
+
+impl Route {
+    /// Whether the handler reads a request body (the server reads it only
+    /// for these routes).
+    pub fn takes_body(&self) -> bool {
+        matches!(self, Route::StartJob | Route::Login)
+    }
+}
+
+/// A job-control verb.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Pause,
+    Resume,
+    Cancel,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Pause => "pause",
+            Action::Resume => "resume",
+            Action::Cancel => "cancel",
+        }
+    }
+}
+
+/// A file of the web page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asset {
+    Script,
+    Style,
+    Icon,
+}
+
+/// A matched request: the route, and whether it was a `HEAD`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Matched {
+    pub route: Route,
+    pub head: bool,
+}
+
+/// Every endpoint as (allowed methods, path template), in the order of the
+/// `match` in [`route`]; the OpenAPI spec is checked against this list.
+pub const ENDPOINTS: &[(&str, &str)] = &[
+    (GET, "/"),
+    (GET, "/ui/app.js"),
+    (GET, "/ui/app.css"),
+    (GET, "/ui/icon.svg"),
+    (GET, "/healthz"),
+    (GET, "/metrics"),
+    (GET, "/openapi.json"),
+    (POST, "/login"),
+    (POST, "/logout"),
+    (GET_POST, "/api/training/jobs"),
+    (GET, "/api/training/jobs/{job_id}"),
+    (GET, "/api/training/{job_id}/checkpoints"),
+    (GET, "/api/training/{job_id}/progress"),
+    (GET, "/api/training/{job_id}/metrics"),
+    (GET, "/api/training/{job_id}/events"),
+    (POST, "/api/training/{job_id}/pause"),
+    (POST, "/api/training/{job_id}/resume"),
+    (POST, "/api/training/{job_id}/cancel"),
+    (GET, "/api/training/{job_id}/download/model"),
+    (GET, "/api/training/{job_id}/download/logs"),
+    (GET, "/ws/training/{job_id}"),
+];
+
+/// Why a request matched no route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteError {
+    /// No route has this path.
+    NotFound,
+    /// The path exists but not for this method; `allow` lists the methods.
+    MethodNotAllowed { allow: &'static str },
+    /// The `{job_id}` segment is not a valid job id.
+    InvalidJobId,
+    /// `?checkpoint=` is not a valid checkpoint name (empty included).
+    InvalidCheckpointName,
+    /// The query string is malformed, repeats a parameter, names an unknown
+    /// one, or has a bad value; the text says which.
+    BadQuery(String),
+}
+
+const GET: &str = "GET, HEAD";
+const POST: &str = "POST";
+const GET_POST: &str = "GET, HEAD, POST";
+
+/// Routes a request. `method` is the request method as sent, `target` the
+/// request target (origin form: path and optional query).
+///
+/// ```
+/// use trainbox::http::router::{route, Route};
+/// let m = route("GET", "/api/training/abc/progress").unwrap();
+/// assert!(matches!(m.route, Route::Progress(ref id) if id.as_str() == "abc"));
+/// ```
+pub fn route(method: &str, target: &str) -> Result<Matched, RouteError> {
+    let (path, query) = match target.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (target, None),
+    };
+    let Some(path) = path.strip_prefix('/') else {
+        return Err(RouteError::NotFound);
+    };
+    // A segment that does not decode to a clean string is kept as `None`:
+    // it matches no literal and parses as no name.
+    let segments: Vec<Option<String>> = if path.is_empty() {
+        Vec::new()
+    } else {
+        path.split('/').map(decode_segment).collect()
+    };
+    if segments.iter().any(|s| s.as_deref() == Some("")) {
+        return Err(RouteError::NotFound);
+    }
+    let segs: Vec<Option<&str>> = segments.iter().map(Option::as_deref).collect();
+
+    let (allow, shape) = match segs.as_slice() {
+        [] => (GET, Shape::Fixed(Route::Index)),
+        [Some("ui"), Some("app.js")] => (GET, Shape::Fixed(Route::Asset(Asset::Script))),
+        [Some("ui"), Some("app.css")] => (GET, Shape::Fixed(Route::Asset(Asset::Style))),
+        [Some("ui"), Some("icon.svg")] => (GET, Shape::Fixed(Route::Asset(Asset::Icon))),
+        [Some("healthz")] => (GET, Shape::Fixed(Route::Health)),
+        [Some("metrics")] => (GET, Shape::Fixed(Route::Metrics)),
+        [Some("openapi.json")] => (GET, Shape::Fixed(Route::OpenApi)),
+        [Some("login")] => (POST, Shape::Fixed(Route::Login)),
+        [Some("logout")] => (POST, Shape::Fixed(Route::Logout)),
+        [Some("api"), Some("training"), Some("jobs")] => (GET_POST, Shape::Jobs),
+        [Some("api"), Some("training"), Some("jobs"), id] => (GET, Shape::Job(Route::Job, *id)),
+        [Some("api"), Some("training"), id, Some(leaf)] => match *leaf {
+            "checkpoints" => (GET, Shape::Job(Route::Checkpoints, *id)),
+            "progress" => (GET, Shape::Job(Route::Progress, *id)),
+            "metrics" => (GET, Shape::Job(Route::History, *id)),
+            "events" => (GET, Shape::Job(Route::Events, *id)),
+            "pause" => (POST, Shape::Control(Action::Pause, *id)),
+            "resume" => (POST, Shape::Control(Action::Resume, *id)),
+            "cancel" => (POST, Shape::Control(Action::Cancel, *id)),
+            _ => return Err(RouteError::NotFound),
+        },
+        [
+            Some("api"),
+            Some("training"),
+            id,
+            Some("download"),
+            Some("model"),
+        ] => (GET, Shape::DownloadModel(*id)),
+        [
+            Some("api"),
+            Some("training"),
+            id,
+            Some("download"),
+            Some("logs"),
+        ] => (GET, Shape::Job(Route::DownloadLogs, *id)),
+        [Some("ws"), Some("training"), id] => (GET, Shape::Job(Route::WebSocket, *id)),
+        _ => return Err(RouteError::NotFound),
+    };
+
+    let head = method == "HEAD";
+    let is_get = method == "GET" || head;
+    let is_post = method == "POST";
+    let method_ok = match allow {
+        GET => is_get,
+        POST => is_post,
+        _ => is_get || is_post,
+    };
+    if !method_ok {
+        return Err(RouteError::MethodNotAllowed { allow });
+    }
+
+    let mut query = Query::parse(query.unwrap_or(""))?;
+
+    let route = match shape {
+        Shape::Fixed(route) => route,
+        Shape::Jobs if is_post => Route::StartJob,
+        Shape::Jobs => {
+            let limit = match query.take("limit") {
+                None => None,
+                Some(text) => match text.parse::<usize>() {
+                    Ok(n @ 1..=PAGE_MAX) => Some(n),
+                    _ => {
+                        return Err(RouteError::BadQuery(format!(
+                            "Invalid limit: expected 1 to {PAGE_MAX}"
+                        )));
+                    }
+                },
+            };
+            let after = match query.take("after") {
+                None => None,
+                Some(text) => Some(
+                    Cursor::parse(&text)
+                        .ok_or_else(|| RouteError::BadQuery("Invalid cursor in 'after'".into()))?,
+                ),
+            };
+            Route::ListJobs(Paging { limit, after })
+        }
+        Shape::Job(make, id) => make(job_id(id)?),
+        Shape::Control(action, id) => Route::Control(job_id(id)?, action),
+        Shape::DownloadModel(id) => {
+            let job = job_id(id)?;
+            let checkpoint = match query.take("checkpoint") {
+                Some(name) => Some(
+                    CheckpointName::parse(&name).map_err(|_| RouteError::InvalidCheckpointName)?,
+                ),
+                None => None,
+            };
+            let exclude_checkpoints = match query.take("exclude").as_deref() {
+                None => false,
+                Some("checkpoints") => true,
+                Some(_) => {
+                    return Err(RouteError::BadQuery(
+                        "Invalid exclude: expected checkpoints".into(),
+                    ));
+                }
+            };
+            let source = match checkpoint {
+                Some(_) if exclude_checkpoints => {
+                    return Err(RouteError::BadQuery(
+                        "A checkpoint cannot be downloaded with exclude=checkpoints".into(),
+                    ));
+                }
+                Some(name) => ArchiveSource::Checkpoint(name),
+                None => ArchiveSource::Model {
+                    exclude_checkpoints,
+                },
+            };
+            let compression = match query.take("compression").as_deref() {
+                None | Some("auto") => Compression::Auto,
+                Some("stored") => Compression::Stored,
+                Some("deflate") => Compression::Deflate,
+                Some(_) => {
+                    return Err(RouteError::BadQuery(
+                        "Invalid compression: expected auto, stored or deflate".into(),
+                    ));
+                }
+            };
+            Route::DownloadModel {
+                job,
+                source,
+                compression,
+            }
+        }
+    };
+    query.finish()?;
+    Ok(Matched { route, head })
+}
+
+/// What the path matched, before the names in it are parsed.
+enum Shape<'a> {
+    Fixed(Route),
+    Jobs,
+    Job(fn(JobId) -> Route, Option<&'a str>),
+    Control(Action, Option<&'a str>),
+    DownloadModel(Option<&'a str>),
+}
+
+fn job_id(segment: Option<&str>) -> Result<JobId, RouteError> {
+    segment
+        .and_then(|s| JobId::parse(s).ok())
+        .ok_or(RouteError::InvalidJobId)
+}
+
+/// Percent-decodes one path segment. `None` when an escape is malformed or
+/// the result holds `/`, `\`, NUL or invalid UTF-8.
+fn decode_segment(raw: &str) -> Option<String> {
+    let decoded = percent::decode(raw.as_bytes(), false)?;
+    let text = String::from_utf8(decoded).ok()?;
+    (!text.contains(['/', '\\', '\0'])).then_some(text)
+}

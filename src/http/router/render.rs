@@ -1,0 +1,81 @@
+//! Routes back to requests: the method and target of a [`Route`], the
+//! inverse of `route` (links, tests and the router's fuzz target use it).
+
+use super::{Asset, Route, percent};
+use crate::archive::{ArchiveSource, Compression};
+use crate::names::JobId;
+
+impl Route {
+    /// The method and request target that route back to this route: the
+    /// inverse of [`route`] (a property test holds them to it), for links
+    /// and tests.
+    pub fn to_request(&self) -> (&'static str, String) {
+        let job = |id: &JobId, leaf: &str| {
+            format!("/api/training/{}/{leaf}", percent::encode(id.as_str()))
+        };
+        match self {
+            Route::Index => ("GET", "/".to_owned()),
+            Route::Asset(Asset::Script) => ("GET", "/ui/app.js".to_owned()),
+            Route::Asset(Asset::Style) => ("GET", "/ui/app.css".to_owned()),
+            Route::Asset(Asset::Icon) => ("GET", "/ui/icon.svg".to_owned()),
+            Route::Health => ("GET", "/healthz".to_owned()),
+            Route::Metrics => ("GET", "/metrics".to_owned()),
+            Route::OpenApi => ("GET", "/openapi.json".to_owned()),
+            Route::Login => ("POST", "/login".to_owned()),
+            Route::Logout => ("POST", "/logout".to_owned()),
+            Route::ListJobs(paging) => {
+                let mut query = Vec::new();
+                if let Some(limit) = paging.limit {
+                    query.push(format!("limit={limit}"));
+                }
+                if let Some(after) = &paging.after {
+                    query.push(format!("after={}", percent::encode(&after.render())));
+                }
+                ("GET", with_query("/api/training/jobs".to_owned(), &query))
+            }
+            Route::StartJob => ("POST", "/api/training/jobs".to_owned()),
+            Route::Job(id) => (
+                "GET",
+                format!("/api/training/jobs/{}", percent::encode(id.as_str())),
+            ),
+            Route::Checkpoints(id) => ("GET", job(id, "checkpoints")),
+            Route::Progress(id) => ("GET", job(id, "progress")),
+            Route::History(id) => ("GET", job(id, "metrics")),
+            Route::Events(id) => ("GET", job(id, "events")),
+            Route::WebSocket(id) => (
+                "GET",
+                format!("/ws/training/{}", percent::encode(id.as_str())),
+            ),
+            Route::Control(id, action) => ("POST", job(id, action.as_str())),
+            Route::DownloadModel {
+                job: id,
+                source,
+                compression,
+            } => {
+                let mut query = Vec::new();
+                match source {
+                    ArchiveSource::Checkpoint(name) => {
+                        query.push(format!("checkpoint={}", percent::encode(name.as_str())));
+                    }
+                    ArchiveSource::Model {
+                        exclude_checkpoints: true,
+                    } => query.push("exclude=checkpoints".to_owned()),
+                    ArchiveSource::Model { .. } | ArchiveSource::Logs => {}
+                }
+                if *compression != Compression::Auto {
+                    query.push(format!("compression={}", compression.as_str()));
+                }
+                ("GET", with_query(job(id, "download/model"), &query))
+            }
+            Route::DownloadLogs(id) => ("GET", job(id, "download/logs")),
+        }
+    }
+}
+
+fn with_query(path: String, query: &[String]) -> String {
+    if query.is_empty() {
+        path
+    } else {
+        format!("{path}?{}", query.join("&"))
+    }
+}

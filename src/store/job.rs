@@ -1,0 +1,206 @@
+//! One job's directory: its record, log, progress and history, each read
+//! through the job's own `Dir`.
+
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::SystemTime;
+
+use cap_std::fs::{Dir, File, Metadata, OpenOptions};
+
+use super::history::{Histories, History};
+use super::progress::Progress;
+use super::records::JobRecord;
+use super::{
+    HISTORY_FILE, LAST_SAMPLE_TAIL, LOG_FILE, MODEL_DIR, PROGRESS_FILE, RECORD_FILE,
+    TRAINER_STATE_FILE, atomic, is_missing, open_regular, read_small, step_from_name,
+};
+use crate::names::JobId;
+
+/// What progress the job's files show.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProgressRead {
+    /// A sample, and the file it came from.
+    Found(Progress, &'static str),
+    /// A file exists but is malformed or half-written.
+    Unreadable,
+    /// No progress file of any kind.
+    Absent,
+}
+
+/// One job's directory.
+pub struct JobDir {
+    pub(super) id: JobId,
+    pub(super) dir: Dir,
+}
+
+impl JobDir {
+    pub fn id(&self) -> &JobId {
+        &self.id
+    }
+
+    /// The job record, or `None` for a job started outside trainbox (or a
+    /// record that does not parse, which is logged).
+    pub fn record(&self) -> Option<JobRecord> {
+        let bytes = self.read_small(RECORD_FILE).ok().flatten()?;
+        match serde_json::from_slice(&bytes) {
+            Ok(record) => Some(record),
+            Err(e) => {
+                log::warn!("job {}: {RECORD_FILE} does not parse: {e}", self.id);
+                None
+            }
+        }
+    }
+
+    /// Reads a small file whole; `None` when it does not exist.
+    pub(super) fn read_small(&self, path: &str) -> io::Result<Option<Vec<u8>>> {
+        read_small(&self.dir, path)
+    }
+
+    /// Opens a regular file for reading (see [`open_regular`]).
+    pub(super) fn open_regular(&self, path: &str) -> io::Result<File> {
+        open_regular(&self.dir, path)
+    }
+
+    /// Writes `job.json` atomically (`atomic::replace`): a crash leaves the
+    /// old record or the new one, never a torn one.
+    pub fn write_record(&self, record: &JobRecord) -> io::Result<()> {
+        let bytes = serde_json::to_vec_pretty(record).map_err(io::Error::other)?;
+        atomic::replace(&self.dir, RECORD_FILE, &bytes)
+    }
+
+    /// `training.log`, opened for appending (created if missing), for a
+    /// trainer's stdout and stderr.
+    pub fn open_log_for_append(&self) -> io::Result<std::fs::File> {
+        let mut options = OpenOptions::new();
+        options.append(true).create(true);
+        Ok(self.dir.open_with(LOG_FILE, &options)?.into_std())
+    }
+
+    /// The job directory's descriptor (a trainer starts in it by fchdir).
+    pub fn raw_fd(&self) -> RawFd {
+        self.dir.as_raw_fd()
+    }
+
+    /// Metadata of a path in the job, following symlinks inside it.
+    /// `None` also for a symlink that leads out of the job (cap-std refuses
+    /// it as PermissionDenied): to a client it does not exist.
+    pub(super) fn metadata(&self, path: &str) -> io::Result<Option<Metadata>> {
+        match self.dir.metadata(path) {
+            Ok(meta) => Ok(Some(meta)),
+            Err(e) if is_missing(&e) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                log::warn!("job {}: {path} is out of reach: {e}", self.id);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn has_model(&self) -> io::Result<bool> {
+        Ok(self.metadata(MODEL_DIR)?.is_some_and(|m| m.is_dir()))
+    }
+
+    /// The latest progress: `progress.json`, else the last line of
+    /// `metrics.jsonl`, else the newest checkpoint's `trainer_state.json`.
+    pub fn progress(&self) -> ProgressRead {
+        if let Ok(Some(bytes)) = self.read_small(PROGRESS_FILE) {
+            return match Progress::from_json(&bytes) {
+                Some(p) => ProgressRead::Found(p, PROGRESS_FILE),
+                None => ProgressRead::Unreadable,
+            };
+        }
+        // Only the end of the history is needed for its last sample.
+        if let Ok(Some(last)) = self
+            .history_tail(LAST_SAMPLE_TAIL)
+            .map(|h| h.and_then(|h| h.into_iter().last()))
+        {
+            return ProgressRead::Found(last, HISTORY_FILE);
+        }
+        if let Some(bytes) = self.newest_trainer_state() {
+            return match Progress::from_trainer_state(&bytes) {
+                Some(p) => ProgressRead::Found(p, TRAINER_STATE_FILE),
+                None => ProgressRead::Unreadable,
+            };
+        }
+        ProgressRead::Absent
+    }
+
+    /// The progress history: `metrics.jsonl` read through `histories`
+    /// (streamed, downsampled, only new lines read again), else the newest
+    /// checkpoint's `log_history`. A history file that cannot be read (a
+    /// FIFO, a directory, no permission) counts as absent, and is logged.
+    pub fn history(&self, histories: &Histories) -> History {
+        match self.open_regular(HISTORY_FILE) {
+            Ok(file) => match histories.read(&self.id, file) {
+                Ok(history) => return history,
+                Err(e) => log::warn!("job {}: cannot read {HISTORY_FILE}: {e}", self.id),
+            },
+            Err(e) if is_missing(&e) => {}
+            Err(e) => log::warn!("job {}: skipping {HISTORY_FILE}: {e}", self.id),
+        }
+        let points = self
+            .newest_trainer_state()
+            .map(|bytes| Progress::history_from_trainer_state(&bytes))
+            .unwrap_or_default();
+        History {
+            samples: points.len() as u64,
+            points,
+        }
+    }
+
+    /// The `trainer_state.json` of the `checkpoint-N` directory with the
+    /// largest N (names only: no sizes, no other checkpoint is read).
+    pub(super) fn newest_trainer_state(&self) -> Option<Vec<u8>> {
+        let newest = self
+            .dir
+            .read_dir(MODEL_DIR)
+            .ok()?
+            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+            .filter(|name| name.starts_with("checkpoint"))
+            .filter_map(|name| Some((step_from_name(&name)?, name)))
+            .max()?;
+        self.read_small(&format!("{MODEL_DIR}/{}/{TRAINER_STATE_FILE}", newest.1))
+            .ok()
+            .flatten()
+    }
+
+    /// The samples in the last `max` bytes of `metrics.jsonl`; `None` when
+    /// the file does not exist. Malformed lines (a line being written, say)
+    /// are skipped.
+    fn history_tail(&self, max: u64) -> io::Result<Option<Vec<Progress>>> {
+        let mut file = match self.open_regular(HISTORY_FILE) {
+            Ok(file) => file,
+            Err(e) if is_missing(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let len = file.metadata()?.len();
+        let start = len.saturating_sub(max);
+        file.seek(SeekFrom::Start(start))?;
+        let mut bytes = Vec::new();
+        file.take(len - start).read_to_end(&mut bytes)?;
+        let mut lines = bytes.split(|&b| b == b'\n');
+        if start > 0 {
+            lines.next(); // a partial line
+        }
+        Ok(Some(lines.filter_map(Progress::from_json).collect()))
+    }
+
+    /// The most recent modification among the job's own files, for the
+    /// status of jobs without a record and the listing order.
+    pub fn last_write(&self) -> Option<SystemTime> {
+        [LOG_FILE, PROGRESS_FILE, HISTORY_FILE, MODEL_DIR, "."]
+            .iter()
+            .filter_map(|p| self.dir.metadata(p).ok())
+            .filter_map(|m| m.modified().ok())
+            .map(|t| t.into_std())
+            .max()
+    }
+
+    /// When the job directory was made (its birth time where the file
+    /// system keeps one, else its last change).
+    pub fn created(&self) -> Option<SystemTime> {
+        let meta = self.dir.dir_metadata().ok()?;
+        let created = meta.created().or_else(|_| meta.modified()).ok()?;
+        Some(created.into_std())
+    }
+}
