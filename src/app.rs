@@ -1,19 +1,17 @@
 //! `App`: what every handler shares — the store, the caches, the limits.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::access::Access;
 use crate::archive::cache::Caches;
 use crate::doorbell::Doorbell;
+use crate::index::JobIndex;
 use crate::metrics::Metrics;
-use crate::names::JobId;
 use crate::runner::Jobs;
+use crate::store::Store;
 use crate::store::history::Histories;
-use crate::store::progress::Progress;
-use crate::store::{JobDir, ProgressRead, Store};
 
 /// Limits and knobs fixed at start-up.
 #[derive(Debug, Clone)]
@@ -73,14 +71,15 @@ pub struct App {
     pub stopping: std::sync::atomic::AtomicBool,
     /// What has been read of each job's `metrics.jsonl` (`store::history`).
     pub histories: Histories,
-    /// The last good progress of each job, for when its file is half-written.
-    last_progress: Mutex<HashMap<JobId, (Progress, &'static str)>>,
+    /// Every job's view, in memory and kept fresh.
+    pub index: Arc<JobIndex>,
     pub metrics: Metrics,
 }
 
 impl App {
     pub fn new(
         store: Arc<Store>,
+        index: Arc<JobIndex>,
         runner: Arc<dyn Jobs>,
         access: Access,
         limits: Limits,
@@ -96,23 +95,9 @@ impl App {
             streams: Counter::default(),
             changes,
             stopping: std::sync::atomic::AtomicBool::new(false),
-            last_progress: Mutex::new(HashMap::new()),
             histories: Histories::default(),
+            index,
             metrics: Metrics::default(),
-        }
-    }
-
-    /// The job's progress, keeping the last good value when the file is
-    /// momentarily unreadable.
-    pub fn progress(&self, job: &JobDir) -> Option<(Progress, &'static str)> {
-        let mut memo = self.last_progress.lock().unwrap_or_else(|e| e.into_inner());
-        match job.progress() {
-            ProgressRead::Found(progress, source) => {
-                memo.insert(job.id().clone(), (progress.clone(), source));
-                Some((progress, source))
-            }
-            ProgressRead::Unreadable => memo.get(job.id()).cloned(),
-            ProgressRead::Absent => None,
         }
     }
 }

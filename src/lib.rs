@@ -17,15 +17,19 @@
 //! - [`systemd`]: socket activation and `sd_notify`.
 //! - [`metrics`]: the Prometheus counters behind `/metrics`.
 //! - [`view`]: a job as the API shows it, read once from the store.
+//! - [`index`]: every job's view in memory, kept fresh by inotify.
 //! - [`demo`]: the built-in demo trainer and the `demo` command.
 //! - [`doorbell`]: rung on job and download changes (for `STATUS=`).
+//! - [`counting`]: a writer that counts what it passes on.
 
 pub mod access;
 pub mod app;
 pub mod archive;
+pub mod counting;
 pub mod demo;
 pub mod doorbell;
 pub mod http;
+pub mod index;
 pub mod metrics;
 pub mod names;
 pub mod runner;

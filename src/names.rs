@@ -1,4 +1,5 @@
-//! `JobId` and `CheckpointName`: the only names a request may use to reach a file.
+//! `JobId` and `CheckpointName`: the only names a request may use to reach a
+//! file; and `Cursor`, a place in the job list a client hands back.
 //!
 //! Both are newtypes whose one constructor is a strict allow-list parser, so a
 //! handler that holds one holds a single, harmless path component: no `/`, `\`,
@@ -131,6 +132,34 @@ impl CheckpointName {
 impl fmt::Display for CheckpointName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// Where a page of the job list ends: its last job's creation time and id
+/// (the list's sort key), as `{created_at}_{id}`. A cursor stays valid when
+/// its job is deleted meanwhile.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Cursor {
+    pub created_at: String,
+    pub id: JobId,
+}
+
+impl Cursor {
+    pub fn parse(text: &str) -> Option<Cursor> {
+        let (created_at, id) = text.split_once('_')?;
+        let stamp = |c: char| c.is_ascii_digit() || "TZ:.-+".contains(c);
+        if created_at.len() > 40 || !created_at.chars().all(stamp) {
+            return None;
+        }
+        Some(Cursor {
+            created_at: created_at.to_owned(),
+            id: JobId::parse(id).ok()?,
+        })
+    }
+
+    /// The text `parse` reads back.
+    pub fn render(&self) -> String {
+        format!("{}_{}", self.created_at, self.id)
     }
 }
 

@@ -20,6 +20,7 @@ use crate::access::{Access, BrowserPolicy};
 use crate::app::{App, Limits};
 use crate::doorbell::Doorbell;
 use crate::http::server;
+use crate::index::JobIndex;
 use crate::runner::{Runner, RunnerConfig};
 use crate::signals;
 use crate::store::Store;
@@ -120,8 +121,23 @@ pub fn serve(config: ServeConfig, on_ready: Option<OnReady>) -> Result<(), Strin
         browser: config.browser,
         ..Access::default()
     };
+    // After the runner's recovery, so recovered records are what it reads.
+    let index =
+        JobIndex::open(Arc::clone(&store)).map_err(|e| format!("cannot read the jobs: {e}"))?;
+    log::info!(
+        "job index: {} jobs, changes by {}",
+        index.counts().iter().map(|(_, n)| n).sum::<usize>(),
+        index.mode()
+    );
+    {
+        let index = Arc::clone(&index);
+        runner.observe(Box::new(move |id| {
+            index.refresh(id);
+        }));
+    }
     let app = Arc::new(App::new(
         store,
+        index,
         Arc::new(runner.clone()),
         access,
         config.limits,
@@ -244,8 +260,8 @@ fn follow_changes(app: Arc<App>, notifier: Arc<Notifier>, changed: mpsc::Receive
 }
 
 /// Sends `WATCHDOG=1` at half of `WATCHDOG_USEC`, but only after a probe
-/// went through the dispatcher, a worker and a handler that reads the
-/// store: a hung server misses its keep-alive and systemd restarts it.
+/// went through a worker and the list handler (the job index's lock): a
+/// hung server misses its keep-alive and systemd restarts it.
 fn start_watchdog(
     app: Arc<App>,
     notifier: Arc<Notifier>,

@@ -7,15 +7,14 @@
 //! same everywhere. Reading is the store's; this module only decides what
 //! the files mean (the status of a run without a record) and how it looks.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
 
-use crate::app::App;
 use crate::names::JobId;
-use crate::store::JobDir;
 use crate::store::progress::Progress;
-use crate::store::records::{JobRecord, JobStatus, derive_status};
+use crate::store::records::{EXTERNAL_IDLE_SECS, JobRecord, JobStatus, derive_status};
+use crate::store::{JobDir, ProgressRead};
 use crate::timefmt;
 
 /// One job as read at one moment.
@@ -25,7 +24,7 @@ pub struct JobSnapshot {
     /// `job.json`, for jobs trainbox started.
     pub record: Option<JobRecord>,
     /// The latest progress and the file it came from.
-    pub progress: Option<(Progress, &'static str)>,
+    pub progress: Option<Sourced>,
     /// When a file of the job last changed.
     pub last_write: Option<SystemTime>,
     /// The record's creation time, else the directory's.
@@ -35,10 +34,16 @@ pub struct JobSnapshot {
 }
 
 impl JobSnapshot {
-    /// Reads what the views need of `dir`, once.
-    pub fn read(app: &App, dir: &JobDir) -> JobSnapshot {
+    /// Reads what the views need of `dir`, once. `last_progress` is the
+    /// progress last read of the same job: it stands in while the progress
+    /// file is momentarily unreadable (half-written).
+    pub fn read(dir: &JobDir, last_progress: Option<&Sourced>) -> JobSnapshot {
         let record = dir.record();
-        let progress = app.progress(dir);
+        let progress = match dir.progress() {
+            ProgressRead::Found(progress, source) => Some((progress, source)),
+            ProgressRead::Unreadable => last_progress.cloned(),
+            ProgressRead::Absent => None,
+        };
         let last_write = dir.last_write();
         let (step, total) = progress
             .as_ref()
@@ -57,6 +62,17 @@ impl JobSnapshot {
             has_model: dir.has_model().unwrap_or(false),
             status,
         }
+    }
+
+    /// When this snapshot's status stops being true with no file changing:
+    /// a run without a record is "running" only until it has been silent
+    /// for `EXTERNAL_IDLE_SECS`.
+    pub fn stale_after(&self) -> Option<SystemTime> {
+        let derived_running = self.record.is_none() && self.status == JobStatus::Running;
+        let idle = Duration::from_secs(EXTERNAL_IDLE_SECS as u64);
+        derived_running
+            .then(|| self.last_write.map(|t| t + idle))
+            .flatten()
     }
 
     /// The job as `GET /api/training/jobs/{id}` and the list show it.
@@ -95,16 +111,25 @@ impl JobSnapshot {
 
     /// The progress document (`GET .../progress`, and each live event).
     pub fn progress_json(&self) -> Value {
-        let mut body = match &self.progress {
-            Some((p, _)) => serde_json::to_value(p).unwrap_or_else(|_| json!({})),
-            None => json!({}),
-        };
-        body["job_id"] = json!(self.id.as_str());
-        body["status"] = json!(self.status);
-        body["percent"] = json!(self.progress.as_ref().and_then(|(p, _)| p.percent()));
-        body["source"] = json!(self.progress.as_ref().map(|(_, source)| *source));
-        body
+        progress_json(&self.id, self.status, self.progress.as_ref())
     }
+}
+
+/// A progress sample and the file it came from.
+pub type Sourced = (Progress, &'static str);
+
+/// The progress document of job `id`: the sample's fields, the status, the
+/// percentage and the file it was read from.
+pub fn progress_json(id: &JobId, status: JobStatus, progress: Option<&Sourced>) -> Value {
+    let mut body = match progress {
+        Some((p, _)) => serde_json::to_value(p).unwrap_or_else(|_| json!({})),
+        None => json!({}),
+    };
+    body["job_id"] = json!(id.as_str());
+    body["status"] = json!(status);
+    body["percent"] = json!(progress.and_then(|(p, _)| p.percent()));
+    body["source"] = json!(progress.map(|(_, source)| *source));
+    body
 }
 
 /// The status of a job: its record's, or derived from its files.
@@ -127,6 +152,40 @@ fn status_of(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_without_a_record_is_running_only_until_it_falls_silent() {
+        let written = SystemTime::now() - Duration::from_secs(60);
+        let snapshot = JobSnapshot {
+            id: JobId::parse("ext").unwrap(),
+            record: None,
+            progress: None,
+            last_write: Some(written),
+            created_at: None,
+            has_model: false,
+            status: JobStatus::Running,
+        };
+        assert_eq!(
+            snapshot.stale_after(),
+            Some(written + Duration::from_secs(EXTERNAL_IDLE_SECS as u64))
+        );
+        let finished = JobSnapshot {
+            status: JobStatus::Completed,
+            ..snapshot.clone()
+        };
+        assert_eq!(finished.stale_after(), None, "a final status holds");
+        let managed = JobSnapshot {
+            record: Some(JobRecord::queued(
+                "ext",
+                "r",
+                None,
+                serde_json::Map::new(),
+                String::new(),
+            )),
+            ..snapshot
+        };
+        assert_eq!(managed.stale_after(), None, "a record's status holds");
+    }
 
     #[test]
     fn a_record_decides_the_status_and_files_decide_it_without_one() {

@@ -3,14 +3,18 @@
 //!
 //! `plan` and the policy below are pure; `stream` reads files through a
 //! [`stream::MemberSource`] and so never names a path itself; `cache` keeps
-//! what reading taught (CRCs, deflated sizes and bytes); `zipwriter` wraps the
-//! zip crate for the archives that are streamed without a plan (the logs,
-//! and `compression=deflate`).
+//! what reading taught (CRCs, deflated sizes and bytes); `streamed` writes
+//! the archives that are streamed without a plan (`compression=deflate`),
+//! deflated on every core by `parallel`; `zipwriter` wraps the zip crate
+//! for the logs archive.
 
 pub mod cache;
 pub mod digest;
+pub mod parallel;
 pub mod plan;
+mod records;
 pub mod stream;
+pub mod streamed;
 pub mod zipwriter;
 
 use std::io;
@@ -89,9 +93,11 @@ const TEXT_EXTENSIONS: &[&str] = &[
 /// extension (or a well-known extensionless text name), up to
 /// [`AUTO_DEFLATE_MAX`]. Tensors and other dense binaries are stored.
 pub fn auto_deflates(name: &str, size: u64) -> bool {
-    if size == 0 || size > AUTO_DEFLATE_MAX {
-        return false;
-    }
+    size > 0 && size <= AUTO_DEFLATE_MAX && is_text(name)
+}
+
+/// True for text by extension, or a well-known extensionless text name.
+pub fn is_text(name: &str) -> bool {
     let file = name.rsplit('/').next().unwrap_or(name);
     match file.rsplit_once('.') {
         Some((_, ext)) => TEXT_EXTENSIONS.iter().any(|t| t.eq_ignore_ascii_case(ext)),

@@ -22,32 +22,9 @@ use std::fmt;
 
 mod bytes;
 
-/// A value at or over this needs a zip64 field (0xFFFF_FFFF is itself the
-/// "see zip64" sentinel, so it cannot be stored literally).
-const ZIP64_LIMIT: u64 = 0xFFFF_FFFF;
-const ZIP64_ENTRY_LIMIT: usize = 0xFFFF;
-
-const LOCAL_HEADER_SIG: u32 = 0x0403_4b50;
-const DESCRIPTOR_SIG: u32 = 0x0807_4b50;
-const CENTRAL_HEADER_SIG: u32 = 0x0201_4b50;
-const ZIP64_EOCD_SIG: u32 = 0x0606_4b50;
-const ZIP64_LOCATOR_SIG: u32 = 0x0706_4b50;
-const EOCD_SIG: u32 = 0x0605_4b50;
-
-const LOCAL_HEADER_LEN: u64 = 30;
-const CENTRAL_HEADER_LEN: u64 = 46;
-const ZIP64_EOCD_LEN: u64 = 56;
-const ZIP64_LOCATOR_LEN: u64 = 20;
-const EOCD_LEN: u64 = 22;
-
-const FLAG_DESCRIPTOR: u16 = 1 << 3;
-const FLAG_UTF8: u16 = 1 << 11;
-const VERSION_DEFAULT: u16 = 20;
-const VERSION_ZIP64: u16 = 45;
-/// "Made by" a Unix host, so readers apply the mode bits below.
-const HOST_UNIX: u16 = 3 << 8;
-/// A regular file, rw-r--r--, in the high half of the external attributes.
-const EXTERNAL_ATTRS: u32 = 0o100644 << 16;
+use super::records;
+pub use super::records::dos_datetime;
+use super::records::*;
 
 /// How a member's data is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -100,8 +77,30 @@ impl MemberSpec {
         self.size() >= ZIP64_LIMIT || self.data_len() >= ZIP64_LIMIT
     }
 
-    fn dos_datetime(&self) -> (u16, u16) {
-        dos_datetime(self.fingerprint.mtime_ns.div_euclid(1_000_000_000) as i64)
+    fn mtime_secs(&self) -> i64 {
+        self.fingerprint.mtime_ns.div_euclid(1_000_000_000) as i64
+    }
+
+    /// What the member's local header says.
+    fn local_entry(&self) -> LocalEntry<'_> {
+        let (crc32, compressed, size) = match self.method {
+            // Bit 3: CRC and sizes are zero here and follow in the descriptor.
+            Method::Stored => (0, 0, 0),
+            Method::Deflated {
+                compressed_size,
+                crc32,
+            } => (crc32, compressed_size, self.size()),
+        };
+        LocalEntry {
+            name: &self.name,
+            flags: self.flags(),
+            method: self.method_code(),
+            mtime_secs: self.mtime_secs(),
+            crc32,
+            compressed,
+            size,
+            zip64: self.zip64_sizes(),
+        }
     }
 
     fn flags(&self) -> u16 {
@@ -137,6 +136,22 @@ pub struct PlannedMember {
 impl PlannedMember {
     pub fn data_len(&self) -> u64 {
         self.descriptor_offset - self.data_offset
+    }
+
+    /// What the member's central directory header says, given its CRC.
+    fn central_entry(&self, crc32: u32) -> CentralEntry<'_> {
+        let spec = &self.spec;
+        CentralEntry {
+            name: &spec.name,
+            flags: spec.flags(),
+            method: spec.method_code(),
+            mtime_secs: spec.mtime_secs(),
+            crc32,
+            compressed: spec.data_len(),
+            size: spec.size(),
+            header_offset: self.header_offset,
+            zip64_local: spec.zip64_sizes(),
+        }
     }
 }
 
@@ -197,18 +212,11 @@ impl ArchivePlan {
             });
         }
         let central_offset = offset;
-        let central_len: u64 = members.iter().map(central_header_len).sum();
+        let central_len: u64 = members.iter().map(|m| m.central_entry(0).len()).sum();
         let end = central_offset + central_len;
-        let needs_zip64_end = members.len() >= ZIP64_ENTRY_LIMIT
-            || central_offset >= ZIP64_LIMIT
-            || central_len >= ZIP64_LIMIT;
-        let zip64_end_offset = needs_zip64_end.then_some(end);
-        let len =
-            end + if needs_zip64_end {
-                ZIP64_EOCD_LEN + ZIP64_LOCATOR_LEN
-            } else {
-                0
-            } + EOCD_LEN;
+        let zip64_end_offset =
+            needs_zip64_end(members.len(), central_offset, central_len).then_some(end);
+        let len = end + end_records_len(members.len(), central_offset, central_len);
         Ok(ArchivePlan {
             members,
             central_offset,
@@ -269,48 +277,14 @@ fn check_name(name: &str) -> Result<(), PlanError> {
 }
 
 fn local_header_len(spec: &MemberSpec) -> u64 {
-    LOCAL_HEADER_LEN + spec.name.len() as u64 + if spec.zip64_sizes() { 20 } else { 0 }
+    spec.local_entry().len()
 }
 
 fn descriptor_len(spec: &MemberSpec) -> u64 {
-    match (spec.method, spec.zip64_sizes()) {
-        (Method::Stored, false) => 16,
-        (Method::Stored, true) => 24,
-        (Method::Deflated { .. }, _) => 0,
+    match spec.method {
+        Method::Stored => records::descriptor_len(spec.zip64_sizes()),
+        Method::Deflated { .. } => 0,
     }
-}
-
-/// Which 64-bit values a central header must move into its zip64 field.
-fn central_zip64_fields(member: &PlannedMember) -> (bool, bool, bool) {
-    let spec = &member.spec;
-    (
-        spec.size() >= ZIP64_LIMIT,
-        spec.data_len() >= ZIP64_LIMIT,
-        member.header_offset >= ZIP64_LIMIT,
-    )
-}
-
-fn central_extra_len(member: &PlannedMember) -> u64 {
-    let (size, data, offset) = central_zip64_fields(member);
-    let fields = u64::from(size) + u64::from(data) + u64::from(offset);
-    if fields == 0 { 0 } else { 4 + 8 * fields }
-}
-
-fn central_header_len(member: &PlannedMember) -> u64 {
-    CENTRAL_HEADER_LEN + member.spec.name.len() as u64 + central_extra_len(member)
-}
-
-/// MS-DOS (time, date) for a Unix time in UTC, clamped to the range DOS
-/// dates can hold (1980 to 2107).
-pub fn dos_datetime(unix_secs: i64) -> (u16, u16) {
-    const MIN: i64 = 315_532_800; // 1980-01-01T00:00:00Z
-    const MAX: i64 = 4_354_819_198; // 2107-12-31T23:59:58Z
-    let secs = unix_secs.clamp(MIN, MAX);
-    let (year, month, day) = crate::timefmt::civil_from_days(secs.div_euclid(86_400));
-    let tod = secs.rem_euclid(86_400);
-    let time = (((tod / 3600) << 11) | ((tod % 3600 / 60) << 5) | ((tod % 60) / 2)) as u16;
-    let date = (((year - 1980) << 9) | (i64::from(month) << 5) | i64::from(day)) as u16;
-    (time, date)
 }
 
 #[cfg(test)]

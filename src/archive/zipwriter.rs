@@ -1,10 +1,9 @@
-//! Deflated archives streamed without a plan, written by the zip crate.
-//!
-//! Used where no exact length is promised: the logs archive (a growing log
-//! is copied up to the size it had when the download began, so it is a
-//! consistent prefix) and `compression=deflate`. The zip crate's stream
-//! writer puts sizes and CRCs in data descriptors, so nothing is buffered
-//! beyond the compressor's window.
+//! The logs archive, streamed without a plan and written by the zip crate:
+//! a growing log is copied up to the size it had when the download began,
+//! so it is a consistent prefix. The zip crate's stream writer puts sizes
+//! and CRCs in data descriptors, so nothing is buffered beyond the
+//! compressor's window. (Models in `compression=deflate` go through
+//! `streamed`, deflated on every core.)
 
 use std::io::{self, Read, Write};
 
@@ -14,12 +13,7 @@ use zip::{CompressionMethod, DateTime, ZipWriter};
 use super::plan::dos_datetime;
 
 /// One member: its name, its bytes, how many of them to copy, and its mtime.
-pub struct StreamMember<R> {
-    pub name: String,
-    pub reader: R,
-    pub size: u64,
-    pub mtime_secs: i64,
-}
+pub use super::streamed::Member as StreamMember;
 
 /// Writes a deflated ZIP of `members` to `out` as it goes; returns `out`.
 /// Each member is copied up to `size` bytes (fewer if the file shrank).

@@ -23,13 +23,15 @@ use super::headers;
 use super::range::{RangeRequest, parse_range};
 use super::request::HttpRequest;
 use super::respond::{self, ChunkedWriter, Framing, write_head};
-use super::sink::{Counting, SocketSink, is_client_error};
+use super::sink::{SocketSink, is_client_error};
 use crate::app::{App, Slot};
 use crate::archive::digest::{changed, is_changed};
 use crate::archive::plan::Fingerprint;
 use crate::archive::stream::{ArchiveReader, MemberSource};
+use crate::archive::streamed::write_parallel_deflated;
 use crate::archive::zipwriter::{StreamMember, write_deflated};
 use crate::archive::{ArchiveSource, Compression, etag, plan_archive};
+use crate::counting::Counting;
 use crate::names::JobId;
 use crate::store::JobFiles;
 use crate::store::walk::fingerprint;
@@ -298,10 +300,7 @@ fn chunked(asked: &HttpRequest, request: Request, download: &Download) -> Sent {
         Ok(n) if !download.head => n,
         other => return head_only(200, other),
     };
-    let mut counter = Counting {
-        inner: &mut writer,
-        count: 0,
-    };
+    let mut counter = Counting::new(&mut writer);
     let logs = matches!(download.layout, Layout::Logs);
     let write_zip = |out: &mut dyn Write| write_members(out, &download.files, logs);
     let result = if asked.http10 {
@@ -324,10 +323,11 @@ fn chunked(asked: &HttpRequest, request: Request, download: &Download) -> Sent {
     }
 }
 
-/// Deflates every file of `files` into `out`. A model member must still be
-/// the file that was walked (or the response stops short); a log may have
-/// grown, and is copied up to its size when it is opened, a consistent
-/// prefix.
+/// Deflates every file of `files` into `out`: model members on every core
+/// (`archive::streamed`), the logs with the zip crate. A model member must
+/// still be the file that was walked (or the response stops short); a log
+/// may have grown, and is copied up to its size when it is opened, a
+/// consistent prefix.
 fn write_members(out: &mut dyn Write, files: &JobFiles, growing: bool) -> io::Result<()> {
     let entries = files.entries();
     let members = entries.iter().enumerate().map(|(index, entry)| {
@@ -349,7 +349,11 @@ fn write_members(out: &mut dyn Write, files: &JobFiles, growing: bool) -> io::Re
             mtime_secs: expected.mtime_ns.div_euclid(1_000_000_000) as i64,
         })
     });
-    write_deflated(out, members).map(|_| ())
+    if growing {
+        write_deflated(out, members).map(|_| ())
+    } else {
+        write_parallel_deflated(out, members).map(|_| ())
+    }
 }
 
 /// A member file read up to its planned size, which must still match its

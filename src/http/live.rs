@@ -4,14 +4,14 @@
 //!
 //! An event is the job's progress document (`GET .../progress`) with a
 //! `type`; one is sent at the start and whenever the document changes (the
-//! files are looked at every second). The stream ends with an `end` event
+//! job index wakes the stream on a change; it looks at least every
+//! [`POLL`] besides). The stream ends with an `end` event
 //! once the job reaches a final status, when the server stops, or after
 //! [`MAX_STREAM`]; a dead client is noticed at the next write (a heartbeat
 //! every 15 seconds makes sure there is one).
 
 use std::io::{self, BufWriter, Write};
 use std::sync::atomic::Ordering;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -27,11 +27,11 @@ use super::request::HttpRequest;
 use super::respond::{ChunkedWriter, Framing, write_head};
 use crate::app::{App, Slot};
 use crate::names::JobId;
-use crate::store::JobDir;
-use crate::view::JobSnapshot;
 
-/// How often the job's files are looked at.
-const POLL: Duration = Duration::from_secs(1);
+/// The longest a stream waits for a change before it looks again (for a
+/// heartbeat, the server stopping); a WebSocket also reads its client's
+/// frames this often.
+const POLL: Duration = Duration::from_millis(250);
 /// How often something is sent even when nothing changed.
 const HEARTBEAT: Duration = Duration::from_secs(15);
 /// The longest a stream lives; clients reconnect (EventSource does so by itself).
@@ -44,28 +44,44 @@ enum Next {
     End(Value),
 }
 
-/// Follows one job: yields an event when its progress document changes.
+/// Follows one job through the index: yields an event when its progress
+/// document changes.
 struct Follower {
-    job: JobDir,
+    job: JobId,
+    /// The index generation last looked at.
+    seen: u64,
     last: Option<Value>,
     last_sent: Instant,
     started: Instant,
 }
 
 impl Follower {
-    fn new(job: JobDir) -> Follower {
+    fn new(job: JobId) -> Follower {
         Follower {
             job,
+            seen: 0,
             last: None,
             last_sent: Instant::now(),
             started: Instant::now(),
         }
     }
 
+    /// Waits up to `timeout` for the index to change (returns at once if
+    /// it changed since the last look).
+    fn wait(&mut self, app: &App, timeout: Duration) {
+        self.seen = app.index.wait_for_change(self.seen, timeout);
+    }
+
     /// Looks at the job once: what to send now, if anything.
     fn poll(&mut self, app: &App) -> Option<Next> {
-        let snapshot = JobSnapshot::read(app, &self.job);
-        let (mut body, status) = (snapshot.progress_json(), snapshot.status);
+        self.seen = app.index.generation();
+        // A job removed while followed ends its stream with what was last seen.
+        let Some(entry) = app.index.job(&self.job) else {
+            let mut body = self.last.clone().unwrap_or_else(|| json!({}));
+            body["type"] = json!("end");
+            return Some(Next::End(body));
+        };
+        let (mut body, status) = (entry.progress_json(), entry.status);
         if status.is_final()
             || app.stopping.load(Ordering::Acquire)
             || self.started.elapsed() > MAX_STREAM
@@ -89,7 +105,7 @@ impl Follower {
 
 /// A live stream that passed its checks and holds a stream slot.
 pub struct Live {
-    job: JobDir,
+    job: JobId,
     kind: Kind,
     _slot: Slot,
 }
@@ -118,7 +134,7 @@ pub fn admit(
     websocket: bool,
     head: bool,
 ) -> Result<Admitted, ApiError> {
-    let job = super::open_job(app, id)?;
+    let job = app.index.job(id).ok_or(ApiError::JobNotFound)?.id.clone();
     let kind = if websocket {
         let pairs = asked.header_pairs();
         let key = headers::websocket_key(&pairs)
@@ -152,7 +168,7 @@ pub fn serve(app: &App, request: Request, live: Live) -> (u16, u64) {
     }
 }
 
-fn events(app: &App, request: Request, job: JobDir) -> (u16, u64) {
+fn events(app: &App, request: Request, job: JobId) -> (u16, u64) {
     let headers = [
         ("Content-Type", "text/event-stream".to_owned()),
         ("Cache-Control", "no-cache".to_owned()),
@@ -167,7 +183,7 @@ fn events(app: &App, request: Request, job: JobDir) -> (u16, u64) {
     let result: io::Result<()> = (|| loop {
         let text = match follower.poll(app) {
             None => {
-                thread::sleep(POLL);
+                follower.wait(app, POLL);
                 continue;
             }
             Some(Next::Event(event)) => format!("event: progress\ndata: {event}\n\n"),
@@ -190,7 +206,7 @@ fn events(app: &App, request: Request, job: JobDir) -> (u16, u64) {
     (200, sent)
 }
 
-fn websocket(app: &App, request: Request, job: JobDir, key: &str) -> (u16, u64) {
+fn websocket(app: &App, request: Request, job: JobId, key: &str) -> (u16, u64) {
     let accept = Header::from_bytes("Sec-WebSocket-Accept", derive_accept_key(key.as_bytes()))
         .expect("base64 is a valid header value");
     let stream = request.upgrade("websocket", Response::empty(101).with_header(accept));

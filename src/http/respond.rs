@@ -121,15 +121,19 @@ pub fn send(
     status: u16,
     content_type: &str,
     headers: &[(&str, String)],
-    body: Vec<u8>,
+    body: impl AsRef<[u8]>,
 ) -> u64 {
-    let len = body.len() as u64;
+    let len = body.as_ref().len();
     // A length for every small body, however long (tiny_http would switch
     // to chunked above 32 KiB).
-    let mut response = Response::from_data(body)
-        .with_status_code(status)
-        .with_chunked_threshold(usize::MAX)
-        .with_header(header("Content-Type", content_type));
+    let mut response = Response::new(
+        status.into(),
+        vec![header("Content-Type", content_type)],
+        io::Cursor::new(body),
+        Some(len),
+        None,
+    )
+    .with_chunked_threshold(usize::MAX);
     for (name, value) in browser_headers(content_type) {
         response.add_header(header(name, value));
     }
@@ -147,7 +151,7 @@ pub fn send(
     if let Err(e) = request.respond(response) {
         log::debug!("response not delivered: {e}");
     }
-    len
+    len as u64
 }
 
 pub fn send_json(request: Request, status: u16, body: &serde_json::Value) -> u64 {

@@ -1,10 +1,13 @@
-//! The server loop: tiny_http accepts and parses, a dispatcher hands each
-//! request to a fixed pool of workers, and downloads move to threads of
-//! their own so they never hold a worker.
+//! The server loop: tiny_http accepts and parses on a thread per
+//! connection, a fixed pool of workers takes requests straight from
+//! tiny_http's queue, and downloads and live streams move to threads of
+//! their own so they never hold a worker. Requests answered from memory
+//! (the job index) are answered on the connection's own thread, without
+//! a hand-over (tiny_http patch 12).
 //!
 //! ```text
-//! tiny_http accept thread ─▶ dispatcher ─▶ bounded queue ─▶ N workers ─▶ handlers
-//!                                                              └─▶ download thread (≤ --max-downloads)
+//! accept thread ─▶ connection threads ─▶ tiny_http queue ─▶ N workers ─▶ handlers
+//!                        └─▶ index-served GETs                  └─▶ download / live thread
 //! ```
 //!
 //! Each connection is bounded inside (vendored, patched) tiny_http: the
@@ -12,18 +15,18 @@
 //! bodies up to [`BODY_MAX`] read on the connection's own thread before a
 //! worker sees the request (`vendor/tiny_http/PATCHES.md`).
 //!
-//! tiny_http's accept loop now survives passing errors (EMFILE, aborted
+//! tiny_http's accept loop survives passing errors (EMFILE, aborted
 //! handshakes) by itself and ends only when the listener itself is broken
-//! or its thread panicked. Should that happen, the dispatcher builds a new
-//! tiny_http server on a clone of the same listening socket, backing off
-//! while it fails, and keeps draining the old one until its connections
-//! are gone.
+//! or its thread panicked. Should that happen, the supervisor (the thread
+//! that called [`serve`]) builds a new tiny_http server on a clone of the
+//! same listening socket, backing off while it fails, and drains the old
+//! one until its connections are gone.
 
 use std::io::{self, Cursor};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -38,57 +41,70 @@ use super::live;
 use super::request::HttpRequest;
 use super::respond;
 use super::router::{self, Route};
-use crate::app::{App, BODY_MAX, Limits};
+use crate::app::{App, BODY_MAX};
 
-/// Requests waiting for a worker; past this the dispatcher waits, and
-/// tiny_http's own queue and the listen backlog absorb the burst.
-const QUEUE_DEPTH: usize = 256;
-/// How often the dispatcher looks at the stop flag and retired servers.
+/// How often workers and the supervisor look at the stop flag, probes and
+/// retired servers.
 const POLL: Duration = Duration::from_millis(100);
 /// A retired tiny_http server is dropped after this long without a request.
 const RETIRE_AFTER: Duration = Duration::from_secs(600);
 
-/// Serves `listener` until `stop` is set. Returns once the dispatcher and
-/// workers have stopped; downloads in flight keep their own threads.
 /// What the watchdog sends to prove the server answers: a channel on which
 /// a worker reports whether a request went through the router and a
-/// handler (which reads the store).
+/// handler (which reads the job index).
 pub type Probe = std::sync::mpsc::Sender<bool>;
 
-/// What the workers take from the queue.
-enum Work {
-    Request(Request),
-    Probe(Probe),
+/// The tiny_http server the workers take requests from, replaced by the
+/// supervisor when its accept loop dies.
+struct Accepting {
+    current: RwLock<Arc<tiny_http::Server>>,
+    /// Set by a worker that found the accept loop dead.
+    broken: AtomicBool,
 }
 
-/// Serves `listener` until `stop` is set. Returns once the dispatcher and
-/// workers have stopped; downloads in flight keep their own threads.
+impl Accepting {
+    fn current(&self) -> Arc<tiny_http::Server> {
+        Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// Serves `listener` until `stop` is set. Returns once the workers have
+/// stopped; downloads in flight keep their own threads.
 pub fn serve(
     app: Arc<App>,
     listener: TcpListener,
     stop: Arc<AtomicBool>,
     probes: Receiver<Probe>,
 ) -> io::Result<()> {
-    let (queue, jobs) = sync_channel::<Work>(QUEUE_DEPTH);
-    let jobs = Arc::new(Mutex::new(jobs));
+    let accepting = Arc::new(Accepting {
+        current: RwLock::new(Arc::new(new_http_server(&app, &listener)?)),
+        broken: AtomicBool::new(false),
+    });
+    let probes = Arc::new(Mutex::new(probes));
     let mut workers = Vec::with_capacity(app.limits.workers);
     for index in 0..app.limits.workers.max(1) {
-        let (app, jobs) = (Arc::clone(&app), Arc::clone(&jobs));
+        let (app, accepting, stop, probes) = (
+            Arc::clone(&app),
+            Arc::clone(&accepting),
+            Arc::clone(&stop),
+            Arc::clone(&probes),
+        );
         workers.push(
             thread::Builder::new()
                 .name(format!("worker-{index}"))
-                .spawn(move || work(&app, &jobs))?,
+                .spawn(move || work(&app, &accepting, &stop, &probes))?,
         );
     }
-    dispatch(&app, &listener, &queue, &stop, &probes)?;
-    drop(queue);
+    supervise(&app, &listener, &accepting, &stop);
     for worker in workers {
         let _ = worker.join();
     }
     Ok(())
 }
 
-fn new_http_server(listener: &TcpListener, limits: &Limits) -> io::Result<tiny_http::Server> {
+fn new_http_server(app: &Arc<App>, listener: &TcpListener) -> io::Result<tiny_http::Server> {
+    let limits = &app.limits;
+    let inline_app = Arc::clone(app);
     let connections = tiny_http::ConnectionConfig {
         max_connections: limits.max_connections,
         idle_timeout: Some(limits.read_timeout),
@@ -97,9 +113,35 @@ fn new_http_server(listener: &TcpListener, limits: &Limits) -> io::Result<tiny_h
         buffered_body_limit: BODY_MAX,
         write_timeout: Some(limits.write_timeout),
         error_response: protocol_error,
+        inline_handler: Some(Arc::new(move |request| answer_inline(&inline_app, request))),
     };
     tiny_http::Server::from_listener_with_config(listener.try_clone()?, None, connections)
         .map_err(io::Error::other)
+}
+
+/// Answers on the connection's own thread the requests served from memory
+/// (the job index): the list, a job, its progress, `/healthz`. Everything
+/// else, and anything with a body, goes to the workers.
+fn answer_inline(app: &Arc<App>, request: Request) -> Option<Request> {
+    let method = request.method().as_str();
+    let bodiless = request.body_length().is_none_or(|n| n == 0)
+        && !request
+            .headers()
+            .iter()
+            .any(|h| h.field.equiv("Transfer-Encoding"));
+    let from_memory = (method == "GET" || method == "HEAD")
+        && bodiless
+        && router::route(method, request.url()).is_ok_and(|m| {
+            matches!(
+                m.route,
+                Route::Health | Route::ListJobs(_) | Route::Job(_) | Route::Progress(_)
+            )
+        });
+    if !from_memory {
+        return Some(request);
+    }
+    handle(app, request);
+    None
 }
 
 /// The slowest a request body may arrive (after `--header-timeout`):
@@ -127,40 +169,32 @@ fn protocol_error(
     response
 }
 
-/// Moves requests from tiny_http to the worker queue until `stop` is set.
-fn dispatch(
-    app: &App,
-    listener: &TcpListener,
-    queue: &SyncSender<Work>,
-    stop: &AtomicBool,
-    probes: &Receiver<Probe>,
-) -> io::Result<()> {
-    let mut current = new_http_server(listener, &app.limits)?;
+/// Until `stop`: replaces the tiny_http server when a worker finds its
+/// accept loop dead (backing off while that fails), and answers what the
+/// retired ones still deliver.
+fn supervise(app: &Arc<App>, listener: &TcpListener, accepting: &Accepting, stop: &AtomicBool) {
     // Servers whose accept loop died, still delivering requests from the
     // connections they accepted, with the time of their last request.
-    let mut retired: Vec<(tiny_http::Server, Instant)> = Vec::new();
+    let mut retired: Vec<(Arc<tiny_http::Server>, Instant)> = Vec::new();
     let mut failures = 0u32;
-    // Set when `current`'s accept loop has died and a new one is due.
-    let mut broken = false;
     while !stop.load(Ordering::Acquire) {
-        if broken {
+        thread::sleep(POLL);
+        if accepting.broken.load(Ordering::Acquire) {
             // Back off while the cause lasts, but answer a stop at once.
-            let pause = POLL * 2u32.pow(failures.min(6));
-            let resume = Instant::now() + pause;
+            let resume = Instant::now() + POLL * 2u32.pow(failures.min(6));
             while Instant::now() < resume && !stop.load(Ordering::Acquire) {
                 thread::sleep(POLL.min(resume - Instant::now()));
             }
-            if stop.load(Ordering::Acquire) {
-                break;
-            }
-            match new_http_server(listener, &app.limits) {
+            match new_http_server(app, listener) {
                 Ok(fresh) => {
                     log::info!("accept loop restarted");
                     app.metrics.accept_restarted();
-                    // Dropping a tiny_http server never blocks (patch 5).
-                    let old = std::mem::replace(&mut current, fresh);
+                    let old = std::mem::replace(
+                        &mut *accepting.current.write().unwrap_or_else(|e| e.into_inner()),
+                        Arc::new(fresh),
+                    );
                     retired.push((old, Instant::now()));
-                    broken = false;
+                    accepting.broken.store(false, Ordering::Release);
                     failures = 0;
                 }
                 Err(e) => {
@@ -169,53 +203,45 @@ fn dispatch(
                 }
             }
         }
-        match current.recv_timeout(POLL) {
-            Ok(Some(request)) => {
-                if queue.send(Work::Request(request)).is_err() {
-                    break;
-                }
-            }
-            Ok(None) => {}
-            Err(e) => {
-                failures += 1;
-                broken = true;
-                log::error!("the accept loop stopped ({e}); starting a new one on the same socket");
-            }
-        }
-        // Probes take the path requests take, so an answer proves this
-        // loop and the workers are alive.
-        while let Ok(probe) = probes.try_recv() {
-            let _ = queue.send(Work::Probe(probe));
-        }
         retired.retain_mut(|(server, last)| {
+            // Dropping a tiny_http server never blocks (patch 5).
             while let Ok(Some(request)) = server.try_recv() {
                 *last = Instant::now();
-                if queue.send(Work::Request(request)).is_err() {
-                    return false;
-                }
+                handle(app, request);
             }
             // Kept while its connections may still send requests.
             server.num_connections() > 0 && last.elapsed() < RETIRE_AFTER
         });
     }
-    Ok(())
 }
 
-fn work(app: &Arc<App>, jobs: &Mutex<Receiver<Work>>) {
-    loop {
-        let next = jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
-        match next {
-            Ok(Work::Request(request)) => handle(app, request),
-            Ok(Work::Probe(reply)) => {
-                let _ = reply.send(probe(app));
+/// A worker: takes requests from the current tiny_http server, and
+/// answers the watchdog's probes between them.
+fn work(app: &Arc<App>, accepting: &Accepting, stop: &AtomicBool, probes: &Mutex<Receiver<Probe>>) {
+    while !stop.load(Ordering::Acquire) {
+        let server = accepting.current();
+        match server.recv_timeout(POLL) {
+            Ok(Some(request)) => handle(app, request),
+            Ok(None) => {}
+            Err(e) => {
+                if !accepting.broken.swap(true, Ordering::AcqRel) {
+                    log::error!(
+                        "the accept loop stopped ({e}); starting a new one on the same socket"
+                    );
+                }
+                thread::sleep(POLL);
             }
-            Err(_) => return, // the dispatcher is gone
+        }
+        // Answered by whichever worker is free: an answer proves one is.
+        let probe = probes.try_lock().ok().and_then(|p| p.try_recv().ok());
+        if let Some(reply) = probe {
+            let _ = reply.send(self::probe(app));
         }
     }
 }
 
-/// A synthetic `GET /api/training/jobs` through the handler (which lists
-/// the store), answered into nowhere: true when it succeeded.
+/// A synthetic `GET /api/training/jobs` through the handler (which reads
+/// the job index), answered into nowhere: true when it succeeded.
 fn probe(app: &App) -> bool {
     let matched = router::Matched {
         route: Route::ListJobs(Default::default()),
@@ -224,7 +250,7 @@ fn probe(app: &App) -> bool {
     let asked = HttpRequest::new("GET", "/api/training/jobs");
     matches!(
         handlers::dispatch(app, &asked, matched),
-        Ok(Reply::Json(200, _))
+        Ok(Reply::JsonBytes(200, _))
     )
 }
 
@@ -242,6 +268,10 @@ pub fn handle(app: &Arc<App>, mut request: Request) {
     match result {
         Ok(Reply::Json(status, body)) => {
             let bytes = respond::send_json(request, status, &body);
+            exchange.finish(app, status, bytes);
+        }
+        Ok(Reply::JsonBytes(status, body)) => {
+            let bytes = respond::send(request, status, "application/json", &[], body);
             exchange.finish(app, status, bytes);
         }
         Ok(Reply::Page {
@@ -367,6 +397,10 @@ impl Exchange {
 /// One line per request: method, target (token redacted), status, bytes,
 /// duration, client.
 fn access_log(asked: &HttpRequest, status: u16, bytes: u64, started: Instant) {
+    // Formatting costs more than the rest of a small request: only when kept.
+    if !log::log_enabled!(target: "access", log::Level::Info) {
+        return;
+    }
     let client = asked.peer.map_or_else(|| "-".to_owned(), |c| c.to_string());
     log::info!(
         target: "access",

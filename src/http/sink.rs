@@ -114,21 +114,3 @@ pub fn is_client_error(e: &io::Error) -> bool {
             | io::ErrorKind::TimedOut
     )
 }
-
-/// Counts bytes on their way to the socket, for the access log.
-pub struct Counting<W> {
-    pub inner: W,
-    pub count: u64,
-}
-
-impl<W: Write> Write for Counting<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.count += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}

@@ -123,7 +123,7 @@ pub(super) fn schedule(shared: &Arc<Shared>) {
             Ok((child, active)) => {
                 log::info!("job {id}: started trainer (pid {})", active.pgid);
                 state.active.insert(id.clone(), active);
-                shared.config.changes.ring();
+                shared.recorded(&id);
                 let waiter = Arc::clone(shared);
                 let spawned = thread::Builder::new()
                     .name("reaper".into())
@@ -132,7 +132,10 @@ pub(super) fn schedule(shared: &Arc<Shared>) {
                     log::error!("cannot start a reaper thread: {e}");
                 }
             }
-            Err(e) => log::error!("job {id}: cannot start: {e}"),
+            Err(e) => {
+                log::error!("job {id}: cannot start: {e}");
+                shared.recorded(&id);
+            }
         }
     }
 }
@@ -283,7 +286,7 @@ fn reap(shared: &Shared, id: JobId, mut child: Child) {
         _ => log::error!("job {id}: its directory is gone; the end is not recorded"),
     }
     shared.changed.notify_all();
-    shared.config.changes.ring();
+    shared.recorded(&id);
 }
 
 /// How a trainer's end is recorded.

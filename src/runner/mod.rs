@@ -28,7 +28,7 @@ pub mod recipes;
 mod state;
 
 use std::io;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread;
 use std::time::Duration;
 
@@ -41,6 +41,7 @@ use crate::store::records::{JobRecord, JobStatus};
 use crate::timefmt;
 use cgroup::Cgroups;
 use lifecycle::{new_job_id, recover, schedule};
+pub use state::Observer;
 use state::{Shared, State};
 
 /// Runner settings.
@@ -191,6 +192,7 @@ impl Runner {
             cgroups,
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
+            observer: OnceLock::new(),
         });
         let queue = recover(&shared.store, shared.cgroups.as_ref())?;
         shared.lock().queue.extend(queue);
@@ -227,10 +229,17 @@ impl Runner {
         let record = JobRecord::queued(id.as_str(), recipe, name, params, timefmt::now_rfc3339());
         dir.write_record(&record)?;
         let mut state = self.shared.lock();
-        state.queue.push_back(id);
+        state.queue.push_back(id.clone());
         self.shared.changed.notify_all();
-        self.shared.config.changes.ring();
+        drop(state);
+        self.shared.recorded(&id);
         Ok(record)
+    }
+
+    /// Sets what is told of every record the runner writes from now on
+    /// (the job index); only the first call counts.
+    pub fn observe(&self, observer: Observer) {
+        let _ = self.shared.observer.set(observer);
     }
 
     /// The live status of a job the runner manages, when it differs from

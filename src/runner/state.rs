@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -106,7 +106,12 @@ pub(super) struct Shared {
     pub(super) state: Mutex<State>,
     /// Signalled when the queue, the active set or `stopping` changes.
     pub(super) changed: Condvar,
+    /// Told the id of every job whose record was written (the job index).
+    pub(super) observer: OnceLock<Observer>,
 }
+
+/// What is told of each record the runner writes.
+pub type Observer = Box<dyn Fn(&JobId) + Send + Sync>;
 
 impl Runner {
     /// Stops every process of the job (answered once they are stopped).
@@ -146,7 +151,7 @@ impl Runner {
             record.finished_at = Some(timefmt::now_rfc3339());
             dir.write_record(&record)
                 .map_err(log_io("recording a cancel"))?;
-            self.shared.config.changes.ring();
+            self.shared.recorded(id);
             return Ok(record);
         }
         let Some(active) = state.active.get_mut(id) else {
@@ -241,7 +246,7 @@ impl Runner {
         let dir = self.job_dir(id)?;
         dir.write_record(&record)
             .map_err(log_io("recording a status"))?;
-        self.shared.config.changes.ring();
+        self.shared.recorded(id);
         Ok(record)
     }
 
@@ -281,6 +286,14 @@ impl Runner {
 }
 
 impl Shared {
+    /// A job's record was written: ring the doorbell, tell the observer.
+    pub(super) fn recorded(&self, id: &JobId) {
+        self.config.changes.ring();
+        if let Some(observer) = self.observer.get() {
+            observer(id);
+        }
+    }
+
     pub(super) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -1,6 +1,7 @@
 //! One job's directory: its record, log, progress and history, each read
 //! through the job's own `Dir`.
 
+use std::hash::{Hash, Hasher};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::SystemTime;
@@ -10,11 +11,31 @@ use cap_std::fs::{Dir, File, Metadata, OpenOptions};
 use super::history::{Histories, History};
 use super::progress::Progress;
 use super::records::JobRecord;
+use super::walk;
 use super::{
     HISTORY_FILE, LAST_SAMPLE_TAIL, LOG_FILE, MODEL_DIR, PROGRESS_FILE, RECORD_FILE,
     TRAINER_STATE_FILE, atomic, is_missing, open_regular, read_small, step_from_name,
 };
+use crate::archive::plan::Fingerprint;
 use crate::names::JobId;
+
+/// The paths a job's [`Stamp`] covers: its view is read from these (the
+/// model directory changes when a checkpoint appears).
+const STAMPED: [&str; 6] = [
+    ".",
+    RECORD_FILE,
+    PROGRESS_FILE,
+    HISTORY_FILE,
+    LOG_FILE,
+    MODEL_DIR,
+];
+
+/// A digest of the fingerprints of a job's [`STAMPED`] paths (missing ones
+/// included): equal stamps mean nothing a view shows has changed. Eight
+/// bytes a job rather than the fingerprints themselves, since the index
+/// keeps one for every job.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stamp(u64);
 
 /// What progress the job's files show.
 #[derive(Debug, Clone, PartialEq)]
@@ -194,6 +215,19 @@ impl JobDir {
             .filter_map(|m| m.modified().ok())
             .map(|t| t.into_std())
             .max()
+    }
+
+    /// What revalidation compares to notice a change without inotify: the
+    /// fingerprints (inode, size, modification time) of the files and
+    /// directories a job's view is read from.
+    pub fn stamp(&self) -> Stamp {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        for path in STAMPED {
+            let fingerprint: Option<Fingerprint> =
+                self.dir.metadata(path).ok().map(|m| walk::fingerprint(&m));
+            fingerprint.hash(&mut hasher);
+        }
+        Stamp(hasher.finish())
     }
 
     /// When the job directory was made (its birth time where the file

@@ -21,7 +21,7 @@ pub mod records;
 pub mod walk;
 
 pub use checkpoints::{Checkpoint, JobFiles, step_from_name};
-pub use job::{JobDir, ProgressRead};
+pub use job::{JobDir, ProgressRead, Stamp};
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -66,6 +66,12 @@ impl Store {
     /// is refused (see [`lock`]).
     pub fn lock_instance(&self) -> Result<lock::InstanceLock, lock::LockError> {
         lock::lock(&self.root)
+    }
+
+    /// The root's absolute path, for what can only take a path (inotify
+    /// watches, trainers' environment); never used to open anything here.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// The absolute path of a job's directory, for trainers' environment.

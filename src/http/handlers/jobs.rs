@@ -1,6 +1,8 @@
 //! The job routes: the list and one job, checkpoints, progress, history,
 //! starting a job from a recipe, and pause, resume and cancel.
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value, json};
 
 use super::Reply;
@@ -8,62 +10,40 @@ use crate::app::{App, BODY_MAX};
 use crate::http::error::{ApiError, Context};
 use crate::http::open_job;
 use crate::http::request::HttpRequest;
-use crate::http::router::{Action, Cursor, Paging};
+use crate::http::router::{Action, Paging};
 use crate::names::JobId;
 use crate::runner::recipes::{Recipes, check_params};
 use crate::text::printable;
-use crate::view::JobSnapshot;
 
 /// Longest job name accepted.
 const NAME_MAX: usize = 200;
 
-fn job_json(app: &App, id: &JobId) -> Result<Value, ApiError> {
-    Ok(JobSnapshot::read(app, &open_job(app, id)?).job_json())
-}
-
-/// The list's sort key: creation time, then id (newest first).
-fn key(job: &Value) -> (String, String) {
-    let text = |field: &str| job[field].as_str().unwrap_or("").to_owned();
-    (text("created_at"), text("id"))
+/// A job's JSON as the index holds it; `fresh` reads it from the disk
+/// first (after this request changed it).
+fn job_reply(app: &App, status: u16, id: &JobId, fresh: bool) -> Result<Reply, ApiError> {
+    let entry = if fresh {
+        app.index.refresh(id)
+    } else {
+        app.index.job(id)
+    };
+    let entry = entry.ok_or(ApiError::JobNotFound)?;
+    Ok(Reply::JsonBytes(status, Arc::clone(&entry.json)))
 }
 
 /// `GET /api/training/jobs`: every job, newest first; with `limit`, a page
 /// of them after the `after` cursor, and the cursor of the next page.
-pub fn list(app: &App, paging: &Paging) -> Result<Reply, ApiError> {
-    let ids = app.store.job_ids().context("listing jobs")?;
-    let mut jobs: Vec<Value> = Vec::with_capacity(ids.len());
-    for id in ids {
-        // A job removed while listing is simply not listed.
-        if let Ok(Some(dir)) = app.store.job(&id) {
-            jobs.push(JobSnapshot::read(app, &dir).job_json());
-        }
-    }
-    jobs.sort_by_key(|job| std::cmp::Reverse(key(job)));
-    let Some(limit) = paging.limit else {
-        return Ok(Reply::Json(200, json!({ "jobs": jobs })));
+/// Served from the job index: O(page) for a page.
+pub fn list(app: &App, paging: &Paging) -> Reply {
+    let body = match paging.limit {
+        None => app.index.list_json(),
+        Some(limit) => app.index.page_json(limit, paging.after.as_ref()).into(),
     };
-    let start = match &paging.after {
-        None => 0,
-        Some(after) => {
-            let after = (after.created_at.clone(), after.id.as_str().to_owned());
-            jobs.partition_point(|job| key(job) >= after)
-        }
-    };
-    let page: Vec<Value> = jobs.iter().skip(start).take(limit).cloned().collect();
-    let next = (start + page.len() < jobs.len())
-        .then(|| page.last())
-        .flatten()
-        .and_then(|last| {
-            let (created_at, id) = key(last);
-            let id = JobId::parse(&id).ok()?;
-            Some(Cursor { created_at, id }.render())
-        });
-    Ok(Reply::Json(200, json!({ "jobs": page, "next": next })))
+    Reply::JsonBytes(200, body)
 }
 
 /// `GET /api/training/jobs/{job_id}`.
 pub fn one(app: &App, id: &JobId) -> Result<Reply, ApiError> {
-    Ok(Reply::Json(200, job_json(app, id)?))
+    job_reply(app, 200, id, false)
 }
 
 /// `GET /api/training/{job_id}/checkpoints`.
@@ -79,11 +59,8 @@ pub fn checkpoints(app: &App, id: &JobId) -> Result<Reply, ApiError> {
 
 /// `GET /api/training/{job_id}/progress`.
 pub fn progress(app: &App, id: &JobId) -> Result<Reply, ApiError> {
-    let dir = open_job(app, id)?;
-    Ok(Reply::Json(
-        200,
-        JobSnapshot::read(app, &dir).progress_json(),
-    ))
+    let entry = app.index.job(id).ok_or(ApiError::JobNotFound)?;
+    Ok(Reply::Json(200, entry.progress_json()))
 }
 
 /// `GET /api/training/{job_id}/metrics`.
@@ -148,7 +125,7 @@ pub fn start(app: &App, request: &HttpRequest) -> Result<Reply, ApiError> {
     let record = app.runner.submit(&recipe, name, params)?;
     let id = JobId::parse(&record.id).map_err(|_| ApiError::Internal)?;
     log::info!("job {id} queued: recipe {recipe}");
-    Ok(Reply::Json(201, job_json(app, &id)?))
+    job_reply(app, 201, &id, true)
 }
 
 /// `POST /api/training/{job_id}/{pause,resume,cancel}` → 200 and the job.
@@ -161,5 +138,5 @@ pub fn control(app: &App, id: &JobId, action: Action) -> Result<Reply, ApiError>
         Action::Cancel => app.runner.cancel(id),
     }?;
     log::info!("job {id}: {}", action.as_str());
-    Ok(Reply::Json(200, job_json(app, id)?))
+    job_reply(app, 200, id, true)
 }

@@ -12,17 +12,17 @@ mod signin;
 #[cfg(test)]
 mod tests;
 
+use std::sync::Arc;
+
 use serde_json::{Value, json};
 
 use super::download::{self, Download};
-use super::error::{ApiError, Context};
+use super::error::ApiError;
 use super::live::{self, Admitted, Live};
 use super::request::HttpRequest;
 use super::router::{Asset, Matched, Route};
 use crate::app::App;
 use crate::archive::{ArchiveSource, Compression};
-use crate::store::records::JobStatus;
-use crate::view::JobSnapshot;
 
 pub use signin::login_page;
 
@@ -30,6 +30,8 @@ pub use signin::login_page;
 pub enum Reply {
     /// A JSON document with a status.
     Json(u16, Value),
+    /// A JSON document already serialized (the job index keeps them so).
+    JsonBytes(u16, Arc<[u8]>),
     /// A page or document, with any extra headers.
     Page {
         status: u16,
@@ -56,9 +58,13 @@ pub fn dispatch(app: &App, request: &HttpRequest, matched: Matched) -> Result<Re
         Route::Logout => Ok(signin::logout(app, request)),
         Route::Health => Ok(Reply::Json(
             200,
-            json!({ "status": "ok", "control": app.runner.control_mode() }),
+            json!({
+                "status": "ok",
+                "control": app.runner.control_mode(),
+                "index": app.index.mode().to_string(),
+            }),
         )),
-        Route::ListJobs(paging) => jobs::list(app, &paging),
+        Route::ListJobs(paging) => Ok(jobs::list(app, &paging)),
         Route::Job(id) => jobs::one(app, &id),
         Route::Checkpoints(id) => jobs::checkpoints(app, &id),
         Route::Progress(id) => jobs::progress(app, &id),
@@ -131,20 +137,11 @@ fn stream(
 /// `GET /metrics`: the Prometheus text exposition, with the jobs counted
 /// by status now.
 fn metrics(app: &App) -> Result<Reply, ApiError> {
-    let mut counts: Vec<(JobStatus, usize)> = Vec::new();
-    for id in app.store.job_ids().context("listing jobs")? {
-        let Ok(Some(dir)) = app.store.job(&id) else {
-            continue;
-        };
-        let status = JobSnapshot::read(app, &dir).status;
-        match counts.iter_mut().find(|(s, _)| *s == status) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((status, 1)),
-        }
-    }
-    let text = app
-        .metrics
-        .render(app.downloads.current(), app.runner.active_count(), &counts);
+    let text = app.metrics.render(
+        app.downloads.current(),
+        app.runner.active_count(),
+        &app.index.counts(),
+    );
     Ok(Reply::Page {
         status: 200,
         content_type: "text/plain; version=0.0.4; charset=utf-8",

@@ -22,6 +22,7 @@ use crate::doorbell::Doorbell;
 use crate::http::error::ApiError;
 use crate::http::request::HttpRequest;
 use crate::http::router::route;
+use crate::index::JobIndex;
 use crate::names::JobId;
 use crate::runner::{ControlError, Jobs, SubmitError};
 use crate::store::Store;
@@ -173,8 +174,10 @@ fn fixture_with(runner: impl FnOnce(&mut FakeJobs), app: impl FnOnce(&mut App)) 
     };
     runner(&mut fake);
     let jobs = Arc::new(fake);
+    let index = JobIndex::open(Arc::clone(&store)).unwrap();
     let mut built = App::new(
         store,
+        index,
         Arc::clone(&jobs) as Arc<dyn Jobs>,
         Access::default(),
         Limits::default(),
@@ -189,8 +192,11 @@ fn fixture_with(runner: impl FnOnce(&mut FakeJobs), app: impl FnOnce(&mut App)) 
 }
 
 impl Fixture {
-    /// Routes and dispatches `request` as the server would after its checks.
+    /// Routes and dispatches `request` as the server would after its checks,
+    /// once the index has read what the test wrote (the server's watcher
+    /// would within `index::FRESHNESS`).
     fn call(&self, request: HttpRequest) -> Result<Reply, ApiError> {
+        self.app.index.rescan().unwrap();
         let matched = route(&request.method, &request.target)
             .unwrap_or_else(|e| panic!("{} {}: {e:?}", request.method, request.target));
         dispatch(&self.app, &request, matched)
@@ -200,6 +206,7 @@ impl Fixture {
     fn json(&self, request: HttpRequest) -> (u16, Value) {
         match self.call(request) {
             Ok(Reply::Json(status, body)) => (status, body),
+            Ok(Reply::JsonBytes(status, body)) => (status, serde_json::from_slice(&body).unwrap()),
             Ok(_) => panic!("not a JSON reply"),
             Err(e) => panic!("refused: {e:?}"),
         }
@@ -256,7 +263,7 @@ fn health_names_the_control_mode() {
     let f = fixture();
     assert_eq!(
         f.get("/healthz"),
-        json!({"status": "ok", "control": "process-group"})
+        json!({"status": "ok", "control": "process-group", "index": "inotify"})
     );
 }
 

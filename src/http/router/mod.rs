@@ -12,7 +12,8 @@ mod render;
 #[cfg(test)]
 mod tests;
 
-pub use query::{Cursor, PAGE_MAX, Paging};
+pub use crate::names::Cursor;
+pub use query::{PAGE_MAX, Paging};
 
 use super::percent;
 use crate::archive::{ArchiveSource, Compression};

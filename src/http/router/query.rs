@@ -2,7 +2,7 @@
 //! knows it (leftovers and repeats are errors), and the job list's paging.
 
 use super::{RouteError, percent};
-use crate::names::JobId;
+use crate::names::Cursor;
 use crate::text::printable;
 
 /// Which part of the job list to send (newest first): all of it, or a page
@@ -15,34 +15,6 @@ pub struct Paging {
 
 /// The most jobs a page holds.
 pub const PAGE_MAX: usize = 1000;
-
-/// Where a page of the job list ends: its last job's creation time and id
-/// (the list's sort key), as `{created_at}_{id}`. A cursor stays valid when
-/// its job is deleted meanwhile.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Cursor {
-    pub created_at: String,
-    pub id: JobId,
-}
-
-impl Cursor {
-    pub fn parse(text: &str) -> Option<Cursor> {
-        let (created_at, id) = text.split_once('_')?;
-        let stamp = |c: char| c.is_ascii_digit() || "TZ:.-+".contains(c);
-        if created_at.len() > 40 || !created_at.chars().all(stamp) {
-            return None;
-        }
-        Some(Cursor {
-            created_at: created_at.to_owned(),
-            id: JobId::parse(id).ok()?,
-        })
-    }
-
-    /// The text `parse` reads back.
-    pub fn render(&self) -> String {
-        format!("{}_{}", self.created_at, self.id)
-    }
-}
 
 /// A decoded query string; each parameter is taken once by the route that
 /// knows it, and whatever is left over is an error.

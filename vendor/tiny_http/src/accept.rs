@@ -156,17 +156,17 @@ mod tests {
             Errno::PROTO,
             Errno::CONNRESET,
         ] {
-            assert!(is_transient(&error(code)), "{code:?}");
+            assert!(is_transient(&error(code)), "{:?}", code);
         }
         for code in [Errno::MFILE, Errno::NFILE, Errno::NOBUFS, Errno::NOMEM] {
-            assert!(is_exhaustion(&error(code)), "{code:?}");
-            assert!(!is_transient(&error(code)), "{code:?}");
+            assert!(is_exhaustion(&error(code)), "{:?}", code);
+            assert!(!is_transient(&error(code)), "{:?}", code);
         }
         // The listener itself is broken.
         for code in [Errno::BADF, Errno::INVAL, Errno::NOTSOCK] {
             assert!(
                 !is_transient(&error(code)) && !is_exhaustion(&error(code)),
-                "{code:?}"
+                "{:?}", code
             );
         }
     }

@@ -28,7 +28,7 @@ fn serve(
                 thread::spawn(move || handle(request));
             }
             Ok(None) => {}
-            Err(e) => panic!("the accept loop ended: {e}"),
+            Err(e) => panic!("the accept loop ended: {}", e),
         }
         if std::sync::Arc::strong_count(&inner) == 1 {
             return;
@@ -99,7 +99,7 @@ fn an_idle_server_keeps_accepting_and_drops_at_once() {
         addr,
         b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     );
-    assert!(reply.ends_with("GET /a"), "{reply}");
+    assert!(reply.ends_with("GET /a"), "{}", reply);
     // Dropping the server must not block on anything (the original
     // connected to itself, which hangs where a firewall drops the SYN).
     let (done_tx, done) = mpsc::channel();
@@ -140,11 +140,12 @@ fn a_trickled_head_gets_408_at_its_deadline() {
     let mut reply = Vec::new();
     let _ = stream.read_to_end(&mut reply);
     let reply = String::from_utf8_lossy(&reply);
-    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
-    assert!(reply.contains("Connection: close"), "{reply}");
+    assert!(reply.starts_with("HTTP/1.1 408"), "{}", reply);
+    assert!(reply.contains("Connection: close"), "{}", reply);
     assert!(
         reply.ends_with("{\"detail\": \"request head not received in time\"}"),
-        "{reply}"
+        "{}",
+        reply
     );
     assert!(
         started.elapsed() < Duration::from_secs(5),
@@ -163,7 +164,7 @@ fn a_silent_connection_is_closed_without_an_answer() {
     // After one request, nothing: closed once the idle timeout passes.
     let reply = exchange(addr, b"GET /once HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(statuses(&reply), [200]);
-    assert!(reply.ends_with("GET /once"), "{reply}");
+    assert!(reply.ends_with("GET /once"), "{}", reply);
 }
 
 #[test]
@@ -204,10 +205,11 @@ fn a_slow_body_is_refused_before_the_application_sees_it() {
     let mut reply = Vec::new();
     let _ = stream.read_to_end(&mut reply);
     let reply = String::from_utf8_lossy(&reply);
-    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    assert!(reply.starts_with("HTTP/1.1 408"), "{}", reply);
     assert!(
         reply.contains("request body not received in time"),
-        "{reply}"
+        "{}",
+        reply
     );
     assert!(seen.try_recv().is_err(), "the application never saw it");
 }
@@ -235,7 +237,8 @@ fn a_small_body_is_read_before_the_request_is_handed_out() {
     let _ = stream.read_to_string(&mut reply);
     assert!(
         reply.starts_with("HTTP/1.1 200") && reply.ends_with("hello"),
-        "{reply}"
+        "{}",
+        reply
     );
 }
 
@@ -276,8 +279,8 @@ fn ambiguous_framing_gets_one_answer_and_the_connection_closes() {
         let request = format!("POST /a HTTP/1.1\r\nHost: x\r\n{headers}\r\nhello{smuggled}");
         let reply = exchange(addr, request.as_bytes());
         assert_eq!(statuses(&reply), [*status], "{headers:?}: {reply}");
-        assert!(reply.contains("Connection: close"), "{headers:?}: {reply}");
-        assert!(reply.contains("\"detail\""), "{headers:?}: {reply}");
+        assert!(reply.contains("Connection: close"), "{:?}: {}", headers, reply);
+        assert!(reply.contains("\"detail\""), "{:?}: {}", headers, reply);
     }
     // A malformed chunk size: the rest is never read as a request.
     let reply = exchange(
@@ -324,7 +327,8 @@ fn chunked_bodies_are_decoded_and_requests_after_them_answered() {
     assert_eq!(statuses(&reply), [200, 200], "{reply}");
     assert!(
         reply.contains("/a:abcde") && reply.ends_with("/b:"),
-        "{reply}"
+        "{}",
+        reply
     );
 }
 
@@ -351,7 +355,7 @@ fn an_unread_body_is_never_read_as_the_next_request() {
     );
     let reply = exchange(addr, request.as_bytes());
     assert_eq!(statuses(&reply), [200], "{reply}");
-    assert!(reply.contains("Connection: close"), "{reply}");
+    assert!(reply.contains("Connection: close"), "{}", reply);
     assert_eq!(seen.recv_timeout(Duration::from_secs(5)).unwrap(), "/a");
     assert!(
         seen.recv_timeout(Duration::from_millis(300)).is_err(),
@@ -389,8 +393,12 @@ fn a_response_longer_than_the_idle_timeout_completes_and_the_connection_goes_on(
         b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(statuses(&reply), [200, 200], "{reply}");
-    assert!(reply.contains("\r\n\r\n0123456789HTTP/1.1 200"), "{reply}");
-    assert!(reply.ends_with("GET /after"), "{reply}");
+    assert!(
+        reply.contains("\r\n\r\n0123456789HTTP/1.1 200"),
+        "{}",
+        reply
+    );
+    assert!(reply.ends_with("GET /after"), "{}", reply);
 }
 
 // Patch 9: the writer owns its socket.
@@ -411,7 +419,7 @@ fn the_writers_socket_can_be_written_directly_and_shut_down() {
         writer.shutdown(Shutdown::Both).unwrap();
     });
     let reply = exchange(addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert!(reply.ends_with("\r\n\r\ndirect"), "{reply}");
+    assert!(reply.ends_with("\r\n\r\ndirect"), "{}", reply);
 }
 
 #[test]
@@ -451,8 +459,8 @@ fn an_upgraded_stream_bounds_its_reads() {
     let mut rest = Vec::new();
     let _ = client.read_to_end(&mut rest);
     let text = String::from_utf8_lossy(&seen).into_owned() + &String::from_utf8_lossy(&rest);
-    assert!(text.starts_with("HTTP/1.1 101"), "{text}");
-    assert!(text.ends_with("timed out; ping"), "{text}");
+    assert!(text.starts_with("HTTP/1.1 101"), "{}", text);
+    assert!(text.ends_with("timed out; ping"), "{}", text);
 }
 
 // Patch 11: connections accepted together each get a thread.
@@ -503,7 +511,8 @@ fn oversized_targets_and_heads_are_refused_with_the_applications_body() {
     assert_eq!(statuses(&reply), [414], "{reply}");
     assert!(
         reply.ends_with("{\"detail\": \"request target too long\"}"),
-        "{reply}"
+        "{}",
+        reply
     );
     let headers: String = (0..2000)
         .map(|i| format!("X-{i}: {}\r\n", "v".repeat(20)))
@@ -513,7 +522,7 @@ fn oversized_targets_and_heads_are_refused_with_the_applications_body() {
         format!("GET / HTTP/1.1\r\nHost: x\r\n{headers}\r\n").as_bytes(),
     );
     assert_eq!(statuses(&reply), [431], "{reply}");
-    assert!(reply.contains("Connection: close"), "{reply}");
+    assert!(reply.contains("Connection: close"), "{}", reply);
     // A response the application marks `Connection: close` closes it.
     let (addr, _server) = serve(ConnectionConfig::default(), |request: Request| {
         let response = Response::empty(StatusCode(413))
@@ -525,4 +534,50 @@ fn oversized_targets_and_heads_are_refused_with_the_applications_body() {
         b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
     );
     assert_eq!(statuses(&reply), [413], "{reply}");
+}
+
+/// Patch 12: the inline handler answers some requests on the connection's
+/// thread; the rest reach `recv` as before, and a connection's answers
+/// stay in order either way.
+#[test]
+fn an_inline_handler_answers_some_requests_and_queues_the_rest() {
+    let queued = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let config = ConnectionConfig {
+        inline_handler: Some(std::sync::Arc::new(|request: Request| {
+            if request.url() != "/inline" {
+                return Some(request);
+            }
+            let on = thread::current().name().unwrap_or("").to_owned();
+            request
+                .respond(Response::from_string(format!("inline on [{on}]")))
+                .unwrap();
+            None
+        })),
+        ..ConnectionConfig::default()
+    };
+    let seen = std::sync::Arc::clone(&queued);
+    let (addr, _server) = serve(config, move |request| {
+        seen.lock().unwrap().push(request.url().to_owned());
+        hello(request);
+    });
+    let replies = exchange(
+        addr,
+        b"GET /inline HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /queued HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /inline HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(statuses(&replies), [200, 200, 200], "{replies}");
+    let first = replies.find("inline on").unwrap();
+    let middle = replies.find("GET /queued").unwrap();
+    let last = replies.rfind("inline on").unwrap();
+    assert!(
+        first < middle && middle < last,
+        "answers in order: {}",
+        replies
+    );
+    assert_eq!(
+        *queued.lock().unwrap(),
+        ["/queued"],
+        "only the declined one was queued"
+    );
 }
