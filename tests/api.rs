@@ -531,3 +531,66 @@ fn what_a_trainer_writes_is_served_a_moment_later() {
     assert!(eventually(Duration::from_secs(5), || listed(&server) == ["second"]));
     assert_eq!(get(&progress_url).status, 404);
 }
+
+/// A checkpoint written in place, as transformers 5.x and Lightning do:
+/// listed as incomplete and refused for download (409) until its
+/// `trainer_state.json` exists and nothing in it has changed for a few
+/// seconds; `allow_incomplete=1` takes it as it is.
+#[test]
+fn checkpoints_written_in_place_count_once_complete() {
+    let root = TempDir::new("complete");
+    make_job(root.path(), "j");
+    let job = root.path().join("jobs/j");
+    write(
+        &job,
+        "model/checkpoint-300/model.safetensors",
+        floats(1000, 7),
+    );
+    write(&job, "model/epoch=2-step=300.ckpt", floats(1000, 8));
+    let server = Server::start(root.path(), &[]);
+    let complete = |name: &str| -> serde_json::Value {
+        let listed = get(&server.url("/api/training/j/checkpoints")).json();
+        listed["checkpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .map(|c| c["complete"].clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(complete("checkpoint-100"), true);
+    assert_eq!(complete("checkpoint-300"), false);
+    assert_eq!(complete("epoch=2-step=300.ckpt"), false);
+
+    let download = server.url("/api/training/j/download/model?checkpoint=checkpoint-300");
+    let refused = get(&download);
+    assert_eq!(refused.status, 409);
+    assert_eq!(
+        refused.json()["detail"],
+        "Checkpoint 'checkpoint-300' is still being written; \
+         download it once complete, or with allow_incomplete=1"
+    );
+    assert_eq!(get(&format!("{download}&allow_incomplete=1")).status, 200);
+
+    // trainer_state.json comes last; then the checkpoint settles.
+    write(
+        &job,
+        "model/checkpoint-300/trainer_state.json",
+        r#"{"global_step": 300}"#,
+    );
+    let written = Instant::now();
+    assert!(eventually(Duration::from_secs(10), || complete(
+        "checkpoint-300"
+    ) == true));
+    eprintln!(
+        "checkpoint-300 complete {:?} after its last write",
+        written.elapsed()
+    );
+    // File times come from the kernel's coarse clock, a tick behind.
+    assert!(
+        written.elapsed() >= Duration::from_millis(2900),
+        "settled first"
+    );
+    assert_eq!(get(&download).status, 200);
+    assert_eq!(complete("epoch=2-step=300.ckpt"), true);
+}

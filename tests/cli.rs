@@ -297,11 +297,18 @@ fn the_demo_prints_lines_that_work_in_order_and_cleans_up() {
         .to_owned();
     let status = || get(&format!("{base}/api/training/jobs/{job}")).json()["status"].clone();
     let cwd = TempDir::new("demo-lines");
-    // The first block while the job trains (once checkpoint-100 exists, as
-    // it does by the time a person has read this far).
-    assert!(eventually(Duration::from_secs(30), || root
-        .join(format!("jobs/{job}/model/checkpoint-100"))
-        .is_dir()));
+    // The first block while the job trains, once checkpoint-100 is
+    // complete (written and settled for a few seconds), as it is by the
+    // time a person has read this far.
+    let checkpoint_complete = || {
+        get(&format!("{base}/api/training/{job}/checkpoints")).json()["checkpoints"]
+            .as_array()
+            .is_some_and(|all| {
+                all.iter()
+                    .any(|c| c["name"] == "checkpoint-100" && c["complete"] == true)
+            })
+    };
+    assert!(eventually(Duration::from_secs(30), checkpoint_complete));
     for line in &blocks[0] {
         assert!(run_printed(line, cwd.path()), "{line}");
     }

@@ -102,12 +102,14 @@ fn slot(app: &App) -> Result<Slot, ApiError> {
 
 /// `GET /api/training/{job_id}/download/model[?checkpoint=|?exclude=checkpoints]`
 /// and `GET /api/training/{job_id}/download/logs`: the job must exist, have
-/// what `source` names, and a download slot must be free.
+/// what `source` names (a checkpoint complete, unless `allow_incomplete`),
+/// and a download slot must be free.
 pub fn admit(
     app: &App,
     id: &JobId,
     source: &ArchiveSource,
     compression: Compression,
+    allow_incomplete: bool,
     head: bool,
 ) -> Result<Download, ApiError> {
     let job = super::open_job(app, id)?;
@@ -121,6 +123,15 @@ pub fn admit(
         && !job.has_model().context("looking for the model")?
     {
         return Err(ApiError::ModelNotFound(id.clone()));
+    }
+    if let (ArchiveSource::Checkpoint(name), false) = (source, allow_incomplete) {
+        let checkpoint = job.checkpoint(name).context("looking at the checkpoint")?;
+        if checkpoint.is_some_and(|c| !c.complete) {
+            return Err(ApiError::Conflict(format!(
+                "Checkpoint '{name}' is still being written; \
+                 download it once complete, or with allow_incomplete=1"
+            )));
+        }
     }
     let files = job
         .archive(source)

@@ -240,3 +240,59 @@ fn counts_by_status() {
     counts.sort_by_key(|(s, _)| s.as_str());
     assert_eq!(counts, [(JobStatus::Completed, 1), (JobStatus::Running, 2)]);
 }
+
+/// What unmodified trainers write, followed as it is written: a Hugging
+/// Face checkpoint made in place and the final `trainer_state.json` of
+/// `save_state()`; a Lightning `CSVLogger` file appearing in a new
+/// `version_N/` and growing.
+fn follows_framework_files(inotify: bool) {
+    let root = Root::new();
+    root.job("hf", "2026-11-28T10:00:00Z");
+    root.job("pl", "2026-11-28T11:00:00Z");
+    fs::create_dir_all(root.0.join("jobs/hf/model")).unwrap();
+    let index = root.index(inotify);
+    let step_of = |job: &str| {
+        index
+            .job(&id(job))
+            .and_then(|e| e.progress.clone())
+            .map(|(p, source)| (p.step, source))
+    };
+
+    // transformers 5.x: checkpoint-50/ in place, trainer_state.json last.
+    root.write("jobs/hf/model/checkpoint-50/model.safetensors", "weights");
+    root.write(
+        "jobs/hf/model/checkpoint-50/trainer_state.json",
+        r#"{"global_step": 50, "max_steps": 200, "log_history": [{"loss": 2.5, "step": 50}]}"#,
+    );
+    let took = within(|| step_of("hf") == Some((Some(50), "trainer_state.json")))
+        .expect("a checkpoint's state is seen");
+    eprintln!("inotify {inotify}: checkpoint state seen after {took:?}");
+    root.write(
+        "jobs/hf/model/trainer_state.json",
+        r#"{"global_step": 200, "max_steps": 200, "log_history": [{"loss": 1.5, "step": 200}]}"#,
+    );
+    within(|| step_of("hf") == Some((Some(200), "trainer_state.json")))
+        .expect("the final state of save_state() is seen");
+
+    let csv = "jobs/pl/lightning_logs/version_0/metrics.csv";
+    let mut text = String::from("epoch,step,train_loss\n0,9,0.9\n");
+    root.write(csv, &text);
+    let took = within(|| step_of("pl") == Some((Some(9), "metrics.csv")))
+        .expect("Lightning's metrics.csv is seen");
+    eprintln!("inotify {inotify}: Lightning metrics seen after {took:?}");
+    text.push_str("0,19,0.8\n");
+    root.write(csv, &text);
+    within(|| step_of("pl") == Some((Some(19), "metrics.csv"))).expect("new rows are seen");
+    let entry = index.job(&id("pl")).unwrap();
+    assert_eq!(entry.progress.as_ref().unwrap().0.loss, Some(0.8));
+}
+
+#[test]
+fn inotify_follows_framework_files() {
+    follows_framework_files(true);
+}
+
+#[test]
+fn revalidation_follows_framework_files() {
+    follows_framework_files(false);
+}

@@ -1,5 +1,6 @@
 //! How the index notices changes on disk: inotify on `jobs/`, each job's
-//! directory and its `model/`, where the kernel gives it; revalidation by
+//! directory, its `model/` and the directories frameworks write progress
+//! into (checkpoints, `lightning_logs/`), where the kernel gives it; revalidation by
 //! stamp otherwise, in bounded batches (for jobs past the watch limit, when
 //! inotify is missing, and after an event overflow), plus a slow sweep of
 //! every job as a safety net.
@@ -23,7 +24,7 @@ use rustix::fs::inotify::{self, CreateFlags, ReadFlags, WatchFlags};
 
 use super::{FRESHNESS, JobIndex};
 use crate::names::JobId;
-use crate::store::{JOBS_DIR, MODEL_DIR};
+use crate::store::{JOBS_DIR, LIGHTNING_LOGS, MODEL_DIR};
 
 /// How often events are gathered and dirty jobs refreshed.
 const TICK: Duration = Duration::from_millis(100);
@@ -35,8 +36,9 @@ const REVALIDATE_PER_TICK: usize = 200;
 const SAFETY_SWEEP: Duration = Duration::from_secs(60);
 /// Jobs revalidated per tick by the safety sweep.
 const SWEEP_PER_TICK: usize = 20;
-/// The most watches this server adds (two per job); the kernel's per-user
-/// limit is shared with every other process of the user.
+/// The most watches this server adds (two per job, and a few more for the
+/// directories frameworks write into); the kernel's per-user limit is
+/// shared with every other process of the user.
 const MAX_WATCHES: usize = 16_384;
 
 /// How the index notices changes now (shown by `/healthz`).
@@ -68,6 +70,9 @@ enum Watched {
     Job(JobId),
     /// A job's `model/`.
     Model(JobId),
+    /// A directory inside the job where a framework writes progress: a
+    /// checkpoint being written, `lightning_logs/` or its `version_N/`.
+    Inner(JobId, PathBuf),
 }
 
 /// The watcher's state, owned by its thread.
@@ -80,6 +85,8 @@ pub struct Watcher {
     watched: HashSet<JobId>,
     /// Jobs whose directory could not be watched: revalidated each pass.
     unwatched: HashSet<JobId>,
+    /// The framework directories watched (or tried once).
+    inner: HashSet<PathBuf>,
     dirty: HashSet<JobId>,
     fast: VecDeque<JobId>,
     fast_started: Instant,
@@ -107,6 +114,7 @@ impl Watcher {
             watches: HashMap::new(),
             watched: HashSet::new(),
             unwatched: HashSet::new(),
+            inner: HashSet::new(),
             dirty: HashSet::new(),
             fast: VecDeque::new(),
             fast_started: Instant::now(),
@@ -144,6 +152,11 @@ impl Watcher {
         for id in std::mem::take(&mut self.dirty) {
             self.index.refresh(&id);
             self.ensure_watched(&id);
+            // A directory made and written into before its parent's event
+            // was read has no watch yet: look for it after each change.
+            if self.watched.contains(&id) {
+                self.watch_framework_dirs(&id);
+            }
         }
         self.revalidate();
     }
@@ -210,6 +223,10 @@ impl Watcher {
                 Watched::Model(id) => {
                     self.dirty.insert(id);
                 }
+                Watched::Inner(id, path) => {
+                    self.inner.remove(&path);
+                    self.dirty.insert(id);
+                }
                 Watched::Jobs | Watched::Root => {
                     self.watch_jobs_dir();
                     self.overflowed();
@@ -229,14 +246,38 @@ impl Watcher {
                 }
             }
             Watched::Job(id) => {
-                let model_appeared = name == Some(MODEL_DIR)
-                    && flags.intersects(ReadFlags::CREATE | ReadFlags::MOVED_TO);
-                if model_appeared {
+                let appeared = flags.intersects(ReadFlags::CREATE | ReadFlags::MOVED_TO);
+                if appeared && name == Some(MODEL_DIR) {
                     self.watch_model(&id);
+                }
+                if appeared && name.is_some_and(|n| LIGHTNING_LOGS.contains(&n)) {
+                    let path = self
+                        .index
+                        .store
+                        .job_path(&id)
+                        .join(name.unwrap_or_default());
+                    self.watch_inner(&id, path);
                 }
                 self.dirty.insert(id);
             }
             Watched::Model(id) => {
+                // A checkpoint written in place, or Lightning's logs under
+                // `model/`: what is written inside them matters too.
+                let inner = name.is_some_and(|n| {
+                    n.starts_with("checkpoint") || format!("{MODEL_DIR}/{n}") == LIGHTNING_LOGS[1]
+                });
+                if inner && flags.intersects(ReadFlags::CREATE | ReadFlags::MOVED_TO) {
+                    let path = self.index.store.job_path(&id).join(MODEL_DIR);
+                    self.watch_inner(&id, path.join(name.unwrap_or_default()));
+                }
+                self.dirty.insert(id);
+            }
+            Watched::Inner(id, path) => {
+                // `lightning_logs/version_N/` appearing.
+                let version = name.is_some_and(|n| n.starts_with("version_"));
+                if version && flags.intersects(ReadFlags::CREATE | ReadFlags::MOVED_TO) {
+                    self.watch_inner(&id, path.join(name.unwrap_or_default()));
+                }
                 self.dirty.insert(id);
             }
         }
@@ -367,6 +408,7 @@ impl Watcher {
             self.watched.insert(id.clone());
             self.unwatched.remove(id);
             self.watch_model(id);
+            self.watch_framework_dirs(id);
             // A change between the read and the watch is caught here.
             self.index.revalidate(id);
         } else {
@@ -374,13 +416,44 @@ impl Watcher {
         }
     }
 
+    /// `model/`: checkpoints appearing and going, and files written there
+    /// (the final `trainer_state.json` of `save_state()`).
     fn watch_model(&mut self, id: &JobId) {
         let flags = WatchFlags::CREATE
             | WatchFlags::DELETE
+            | WatchFlags::CLOSE_WRITE
             | WatchFlags::MOVED_FROM
             | WatchFlags::MOVED_TO
             | WatchFlags::EXCL_UNLINK;
         let path = self.index.store.job_path(id).join(MODEL_DIR);
         self.add_watch(path, flags, Watched::Model(id.clone()));
+    }
+
+    /// Watches the directories a framework writes progress into now
+    /// (those not watched yet).
+    fn watch_framework_dirs(&mut self, id: &JobId) {
+        let Ok(Some(dir)) = self.index.store.job(id) else {
+            return;
+        };
+        let job = self.index.store.job_path(id);
+        for inner in dir.framework_dirs() {
+            self.watch_inner(id, job.join(inner));
+        }
+    }
+
+    /// A directory where a framework writes progress files: each file
+    /// written (closed), moved in or removed makes the job dirty.
+    fn watch_inner(&mut self, id: &JobId, path: PathBuf) {
+        if self.inner.contains(&path) {
+            return;
+        }
+        self.inner.insert(path.clone());
+        let flags = WatchFlags::CREATE
+            | WatchFlags::DELETE
+            | WatchFlags::CLOSE_WRITE
+            | WatchFlags::MOVED_FROM
+            | WatchFlags::MOVED_TO
+            | WatchFlags::EXCL_UNLINK;
+        self.add_watch(path.clone(), flags, Watched::Inner(id.clone(), path));
     }
 }

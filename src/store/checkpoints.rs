@@ -3,6 +3,7 @@
 //! opened files a download streams.
 
 use std::io;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cap_std::fs::File;
 use serde::Serialize;
@@ -26,7 +27,17 @@ pub struct Checkpoint {
     pub step: Option<u64>,
     pub size_bytes: u64,
     pub modified_at: String,
+    /// Written to the end: see [`CHECKPOINT_SETTLE`].
+    pub complete: bool,
 }
+
+/// How long a checkpoint must stay unchanged to count as complete.
+/// Hugging Face's Trainer (5.x) writes `checkpoint-N/` in place, with
+/// `trainer_state.json` near the end and the RNG state after it; Lightning
+/// writes a `.ckpt` file in place. Neither marks the end, so what settles
+/// is taken as done. A trainer pausing longer than this in the middle of
+/// a save is the case it cannot tell apart.
+pub const CHECKPOINT_SETTLE: Duration = Duration::from_secs(3);
 
 impl JobDir {
     /// The checkpoints: immediate children of `model/` that are directories
@@ -48,42 +59,57 @@ impl JobDir {
             else {
                 continue;
             };
-            if name.is_in_progress() {
-                continue;
+            if let Some(checkpoint) = self.checkpoint(&name)? {
+                found.push(checkpoint);
             }
-            let path = format!("{MODEL_DIR}/{name}");
-            let Some(meta) = self.metadata(&path).ok().flatten() else {
-                continue; // gone, or a symlink leaving the job
-            };
-            let kind = if meta.is_dir() && name.as_str().starts_with("checkpoint") {
-                "hf"
-            } else if meta.is_file() && name.as_str().ends_with(".ckpt") {
-                "lightning"
-            } else {
-                continue;
-            };
-            let step = step_from_name(name.as_str()).or_else(|| {
-                (kind == "hf")
-                    .then(|| self.read_small(&format!("{path}/{TRAINER_STATE_FILE}")))
-                    .and_then(|r| r.ok().flatten())
-                    .and_then(|bytes| Progress::from_trainer_state(&bytes))
-                    .and_then(|p| p.step)
-            });
-            let size_bytes = if meta.is_dir() {
-                walk::total_size(&self.dir, &path)?
-            } else {
-                meta.len()
-            };
-            found.push(Checkpoint {
-                name: name.to_string(),
-                kind,
-                step,
-                size_bytes,
-                modified_at: timefmt::rfc3339_from_nanos(walk::fingerprint(&meta).mtime_ns),
-            });
         }
         found.sort_by(|a, b| (a.step, &a.name).cmp(&(b.step, &b.name)));
         Ok(found)
+    }
+
+    /// One checkpoint by name: `None` when there is none of that name (or
+    /// it is being written under a `tmp-` name).
+    pub fn checkpoint(&self, name: &CheckpointName) -> io::Result<Option<Checkpoint>> {
+        if name.is_in_progress() {
+            return Ok(None);
+        }
+        let path = format!("{MODEL_DIR}/{name}");
+        let Some(meta) = self.metadata(&path).ok().flatten() else {
+            return Ok(None); // gone, or a symlink leaving the job
+        };
+        let kind = if meta.is_dir() && name.as_str().starts_with("checkpoint") {
+            "hf"
+        } else if meta.is_file() && name.as_str().ends_with(".ckpt") {
+            "lightning"
+        } else {
+            return Ok(None);
+        };
+        let step = step_from_name(name.as_str()).or_else(|| {
+            (kind == "hf")
+                .then(|| self.read_small(&format!("{path}/{TRAINER_STATE_FILE}")))
+                .and_then(|r| r.ok().flatten())
+                .and_then(|bytes| Progress::from_trainer_state(&bytes))
+                .and_then(|p| p.step)
+        });
+        let own_mtime = walk::fingerprint(&meta).mtime_ns;
+        let (size_bytes, complete) = if meta.is_dir() {
+            let (size, newest) = walk::size_and_newest(&self.dir, &path)?;
+            let has_state = self
+                .metadata(&format!("{path}/{TRAINER_STATE_FILE}"))?
+                .is_some_and(|m| m.is_file());
+            let newest = newest.map_or(own_mtime, |n| n.max(own_mtime));
+            (size, has_state && settled(newest))
+        } else {
+            (meta.len(), settled(own_mtime))
+        };
+        Ok(Some(Checkpoint {
+            name: name.to_string(),
+            kind,
+            step,
+            size_bytes,
+            modified_at: timefmt::rfc3339_from_nanos(own_mtime),
+            complete,
+        }))
     }
 
     /// The files a download of `source` archives, found now, with the
@@ -134,6 +160,14 @@ impl JobDir {
         };
         Ok(Some(JobFiles::new(self, files)))
     }
+}
+
+/// True when `mtime_ns` lies at least [`CHECKPOINT_SETTLE`] in the past.
+fn settled(mtime_ns: i128) -> bool {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128);
+    now - mtime_ns >= CHECKPOINT_SETTLE.as_nanos() as i128
 }
 
 /// The step in a checkpoint's name: `checkpoint-500` → 500,

@@ -8,13 +8,15 @@ use std::time::SystemTime;
 
 use cap_std::fs::{Dir, File, Metadata, OpenOptions};
 
+use super::history::Downsampler;
 use super::history::{Histories, History};
-use super::progress::Progress;
+use super::progress::{Progress, samples_from_lightning_csv};
 use super::records::JobRecord;
 use super::walk;
 use super::{
-    HISTORY_FILE, LAST_SAMPLE_TAIL, LOG_FILE, MODEL_DIR, PROGRESS_FILE, RECORD_FILE,
-    TRAINER_STATE_FILE, atomic, is_missing, open_regular, read_small, step_from_name,
+    CSV_HISTORY_TAIL, HISTORY_FILE, LAST_SAMPLE_TAIL, LIGHTNING_LOGS, LIGHTNING_METRICS_FILE,
+    LOG_FILE, MODEL_DIR, PROGRESS_FILE, RECORD_FILE, TRAINER_STATE_FILE, atomic, is_missing,
+    open_regular, read_small, step_from_name,
 };
 use crate::archive::plan::Fingerprint;
 use crate::names::JobId;
@@ -137,9 +139,22 @@ impl JobDir {
         {
             return ProgressRead::Found(last, HISTORY_FILE);
         }
-        if let Some(bytes) = self.newest_trainer_state() {
+        if let Some(bytes) = self.trainer_state() {
             return match Progress::from_trainer_state(&bytes) {
                 Some(p) => ProgressRead::Found(p, TRAINER_STATE_FILE),
+                None => ProgressRead::Unreadable,
+            };
+        }
+        if let Some(bytes) = self.lightning_csv(LAST_SAMPLE_TAIL) {
+            let samples = samples_from_lightning_csv(&bytes);
+            return match samples.last() {
+                Some(last) => {
+                    // A validation row may end the file: the loss is the
+                    // last one logged.
+                    let mut latest = last.clone();
+                    latest.loss = samples.iter().rev().find_map(|s| s.loss);
+                    ProgressRead::Found(latest, LIGHTNING_METRICS_FILE)
+                }
                 None => ProgressRead::Unreadable,
             };
         }
@@ -159,19 +174,126 @@ impl JobDir {
             Err(e) if is_missing(&e) => {}
             Err(e) => log::warn!("job {}: skipping {HISTORY_FILE}: {e}", self.id),
         }
-        let points = self
-            .newest_trainer_state()
-            .map(|bytes| Progress::history_from_trainer_state(&bytes))
-            .unwrap_or_default();
-        History {
-            samples: points.len() as u64,
-            points,
+        if let Some(bytes) = self.trainer_state() {
+            let points = Progress::history_from_trainer_state(&bytes);
+            return History {
+                samples: points.len() as u64,
+                points,
+            };
         }
+        let mut downsampled = Downsampler::default();
+        if let Some(bytes) = self.lightning_csv(CSV_HISTORY_TAIL) {
+            for sample in samples_from_lightning_csv(&bytes) {
+                downsampled.push(sample);
+            }
+        }
+        History {
+            samples: downsampled.seen(),
+            points: downsampled.points(),
+        }
+    }
+
+    /// The Hugging Face Trainer's state: of `model/trainer_state.json`
+    /// (written by `save_state()` at the end) and the newest checkpoint's,
+    /// the one further along (the final one when they tie).
+    pub(super) fn trainer_state(&self) -> Option<Vec<u8>> {
+        let step = |bytes: &[u8]| Progress::from_trainer_state(bytes).and_then(|p| p.step);
+        let last = self
+            .read_small(&format!("{MODEL_DIR}/{TRAINER_STATE_FILE}"))
+            .ok()
+            .flatten();
+        let newest = self.newest_trainer_state();
+        match (last, newest) {
+            (Some(last), Some(newest)) if step(&newest) > step(&last) => Some(newest),
+            (Some(last), _) => Some(last),
+            (None, newest) => newest,
+        }
+    }
+
+    /// Where Lightning's `CSVLogger` writes now: `metrics.csv` in the
+    /// `version_N` directory with the highest N.
+    pub(super) fn lightning_metrics_path(&self) -> Option<String> {
+        LIGHTNING_LOGS.iter().find_map(|base| {
+            let newest = self
+                .dir
+                .read_dir(base)
+                .ok()?
+                .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+                .filter_map(|name| {
+                    Some((name.strip_prefix("version_")?.parse::<u64>().ok()?, name))
+                })
+                .max()?;
+            Some(format!("{base}/{}/{LIGHTNING_METRICS_FILE}", newest.1))
+        })
+    }
+
+    /// The newest Lightning `metrics.csv`: its header line and its last
+    /// `tail` bytes (whole lines), or `None` when there is none.
+    fn lightning_csv(&self, tail: u64) -> Option<Vec<u8>> {
+        let path = self.lightning_metrics_path()?;
+        let mut file = self.open_regular(&path).ok()?;
+        let len = file.metadata().ok()?.len();
+        let mut head = Vec::new();
+        (&mut file)
+            .take(LAST_SAMPLE_TAIL)
+            .read_to_end(&mut head)
+            .ok()?;
+        let header_end = head.iter().position(|&b| b == b'\n')? + 1;
+        let start = len.saturating_sub(tail).max(header_end as u64);
+        file.seek(SeekFrom::Start(start)).ok()?;
+        let mut rest = Vec::new();
+        file.take(len - start).read_to_end(&mut rest).ok()?;
+        if start > header_end as u64 {
+            // A partial line.
+            let cut = rest
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(rest.len(), |at| at + 1);
+            rest.drain(..cut);
+        }
+        let mut out = head[..header_end].to_vec();
+        out.extend_from_slice(&rest);
+        Some(out)
     }
 
     /// The `trainer_state.json` of the `checkpoint-N` directory with the
     /// largest N (names only: no sizes, no other checkpoint is read).
     pub(super) fn newest_trainer_state(&self) -> Option<Vec<u8>> {
+        self.read_small(&self.newest_checkpoint_state_path()?)
+            .ok()
+            .flatten()
+    }
+
+    /// The directories inside the job where a framework writes progress
+    /// now (relative to the job): the newest `checkpoint-N/`, and each
+    /// `lightning_logs/` with its newest `version_N/`. A watcher of the
+    /// job watches these too.
+    pub fn framework_dirs(&self) -> Vec<String> {
+        let mut dirs = Vec::new();
+        if let Some(state) = self.newest_checkpoint_state_path()
+            && let Some((dir, _)) = state.rsplit_once('/')
+        {
+            dirs.push(dir.to_owned());
+        }
+        for base in LIGHTNING_LOGS {
+            if self
+                .metadata(base)
+                .ok()
+                .flatten()
+                .is_some_and(|m| m.is_dir())
+            {
+                dirs.push(base.to_owned());
+            }
+        }
+        if let Some(csv) = self.lightning_metrics_path()
+            && let Some((dir, _)) = csv.rsplit_once('/')
+        {
+            dirs.push(dir.to_owned());
+        }
+        dirs
+    }
+
+    fn newest_checkpoint_state_path(&self) -> Option<String> {
         let newest = self
             .dir
             .read_dir(MODEL_DIR)
@@ -180,9 +302,7 @@ impl JobDir {
             .filter(|name| name.starts_with("checkpoint"))
             .filter_map(|name| Some((step_from_name(&name)?, name)))
             .max()?;
-        self.read_small(&format!("{MODEL_DIR}/{}/{TRAINER_STATE_FILE}", newest.1))
-            .ok()
-            .flatten()
+        Some(format!("{MODEL_DIR}/{}/{TRAINER_STATE_FILE}", newest.1))
     }
 
     /// The samples in the last `max` bytes of `metrics.jsonl`; `None` when
@@ -219,13 +339,23 @@ impl JobDir {
 
     /// What revalidation compares to notice a change without inotify: the
     /// fingerprints (inode, size, modification time) of the files and
-    /// directories a job's view is read from.
+    /// directories a job's view is read from, framework files included.
     pub fn stamp(&self) -> Stamp {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        for path in STAMPED {
+        // The files trainers' own frameworks write, wherever they are now.
+        let framework = [
+            Some(format!("{MODEL_DIR}/{TRAINER_STATE_FILE}")),
+            self.newest_checkpoint_state_path(),
+            self.lightning_metrics_path(),
+        ];
+        let paths = STAMPED
+            .iter()
+            .map(|p| p.to_string())
+            .chain(framework.into_iter().flatten());
+        for path in paths {
             let fingerprint: Option<Fingerprint> =
-                self.dir.metadata(path).ok().map(|m| walk::fingerprint(&m));
-            fingerprint.hash(&mut hasher);
+                self.dir.metadata(&path).ok().map(|m| walk::fingerprint(&m));
+            (path, fingerprint).hash(&mut hasher);
         }
         Stamp(hasher.finish())
     }

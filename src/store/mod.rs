@@ -33,9 +33,12 @@ use crate::names::JobId;
 
 /// Largest `job.json`, `progress.json` or `trainer_state.json` read whole.
 const SMALL_FILE_MAX: u64 = 16 << 20;
-/// How much of `metrics.jsonl` the latest progress reads (the last line
-/// is enough).
+/// How much of `metrics.jsonl` (or `metrics.csv`) the latest progress
+/// reads (the last lines are enough).
 const LAST_SAMPLE_TAIL: u64 = 64 << 10;
+/// How much of a Lightning `metrics.csv` the history reads: its newest
+/// part, downsampled like `metrics.jsonl`.
+const CSV_HISTORY_TAIL: u64 = 16 << 20;
 
 pub const JOBS_DIR: &str = "jobs";
 pub const RECORD_FILE: &str = "job.json";
@@ -44,6 +47,11 @@ pub const PROGRESS_FILE: &str = "progress.json";
 pub const HISTORY_FILE: &str = "metrics.jsonl";
 pub const MODEL_DIR: &str = "model";
 pub const TRAINER_STATE_FILE: &str = "trainer_state.json";
+/// Where PyTorch Lightning's loggers write by default, under the trainer's
+/// working directory (the job's) or its `default_root_dir`.
+pub const LIGHTNING_LOGS: [&str; 2] = ["lightning_logs", "model/lightning_logs"];
+/// `CSVLogger`'s file, in `lightning_logs/version_N/`.
+pub const LIGHTNING_METRICS_FILE: &str = "metrics.csv";
 pub const RECIPES_FILE: &str = "recipes.json";
 
 /// The root of everything the server reads and writes.

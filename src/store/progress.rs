@@ -1,5 +1,6 @@
 //! Training progress as trainers write it: `progress.json`, the lines of
-//! `metrics.jsonl`, or a Hugging Face `trainer_state.json`.
+//! `metrics.jsonl`, a Hugging Face `trainer_state.json`, or the
+//! `metrics.csv` of PyTorch Lightning's `CSVLogger`.
 //!
 //! Parsing is pure and lenient: every field is optional, wrong types are
 //! dropped, and a file that is not a JSON object yields `None`, so a
@@ -126,6 +127,90 @@ impl Progress {
     }
 }
 
+/// Lightning's `CSVLogger` `metrics.csv` as samples, one per step: a
+/// header of metric names, then rows in which only the metrics logged at
+/// that moment are filled (training and validation rows of one step come
+/// separately and are merged here). `step` and `epoch` are columns of
+/// their own; the loss is `loss`, else `train_loss`, `train_loss_step` or
+/// `train_loss_epoch`; a learning rate is `learning_rate` or a
+/// `LearningRateMonitor` column (`lr-*`); every other numeric column is a
+/// metric. Rows without a step, and cells that are not finite numbers,
+/// are skipped.
+pub fn samples_from_lightning_csv(bytes: &[u8]) -> Vec<Progress> {
+    let text = String::from_utf8_lossy(bytes);
+    let mut lines = text.lines();
+    let Some(header) = lines.next() else {
+        return Vec::new();
+    };
+    let columns: Vec<String> = csv_fields(header).into_iter().take(256).collect();
+    let mut samples: Vec<Progress> = Vec::new();
+    for line in lines {
+        let cells = csv_fields(line);
+        let value = |name: &str| {
+            let at = columns.iter().position(|c| c == name)?;
+            let cell = cells.get(at)?.trim();
+            cell.parse::<f64>().ok().filter(|v| v.is_finite())
+        };
+        let Some(step) = value("step").filter(|s| *s >= 0.0 && s.fract() == 0.0 && *s < 1e18)
+        else {
+            continue;
+        };
+        let step = step as u64;
+        if samples.last().is_none_or(|last| last.step != Some(step)) {
+            samples.push(Progress {
+                step: Some(step),
+                ..Progress::default()
+            });
+        }
+        let sample = samples.last_mut().expect("pushed above");
+        sample.epoch = value("epoch").or(sample.epoch);
+        let loss = ["loss", "train_loss", "train_loss_step", "train_loss_epoch"]
+            .iter()
+            .find_map(|name| value(name));
+        sample.loss = loss.or(sample.loss);
+        for (at, name) in columns.iter().enumerate() {
+            let Some(number) = cells
+                .get(at)
+                .and_then(|c| c.trim().parse::<f64>().ok())
+                .filter(|v| v.is_finite())
+            else {
+                continue;
+            };
+            if name == "learning_rate" || name.starts_with("lr-") {
+                sample.learning_rate = Some(number);
+            } else if !matches!(name.as_str(), "step" | "epoch")
+                && name.len() <= 64
+                && (sample.metrics.len() < 64 || sample.metrics.contains_key(name))
+            {
+                sample.metrics.insert(name.clone(), number.into());
+            }
+        }
+    }
+    samples
+}
+
+/// The fields of one CSV line (RFC 4180 quoting, as Python's `csv` module
+/// writes it: a field with a comma or quote is quoted, quotes doubled).
+fn csv_fields(line: &str) -> Vec<String> {
+    let mut fields = Vec::new();
+    let mut field = String::new();
+    let mut chars = line.chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            '"' => quoted = !quoted,
+            ',' if !quoted => fields.push(std::mem::take(&mut field)),
+            _ => field.push(c),
+        }
+    }
+    fields.push(field);
+    fields
+}
+
 /// Parses JSON as Python's `json` module writes it: the non-standard
 /// `NaN`, `Infinity` and `-Infinity` (outside strings) become `null`.
 /// `None` for anything that is still not JSON.
@@ -193,6 +278,40 @@ fn numbers_only(map: &Map<String, Value>) -> Map<String, Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lightning_csv_rows_merge_by_step() {
+        // As CSVLogger writes it: training rows, a validation row of the
+        // same step, a LearningRateMonitor column, a quoted name.
+        let csv = b"epoch,lr-AdamW,step,train_loss_step,val_loss,\"acc,top1\"\n\
+            0,0.001,49,0.9,,\n\
+            0,,49,,0.95,0.5\n\
+            1,0.0009,99,0.7,,\n\
+            1,,99,,nan,0.6\n\
+            ,,,,,\n\
+            2,0.0008,149,0.6,,\n";
+        let samples = samples_from_lightning_csv(csv);
+        assert_eq!(samples.len(), 3);
+        let first = &samples[0];
+        assert_eq!(
+            (first.step, first.epoch, first.loss, first.learning_rate),
+            (Some(49), Some(0.0), Some(0.9), Some(0.001))
+        );
+        assert_eq!(first.metrics["val_loss"], 0.95);
+        assert_eq!(first.metrics["acc,top1"], 0.5);
+        assert_eq!(samples[1].loss, Some(0.7));
+        assert!(!samples[1].metrics.contains_key("val_loss"), "nan skipped");
+        assert_eq!(samples[2].step, Some(149));
+        assert!(samples_from_lightning_csv(b"").is_empty());
+        assert!(samples_from_lightning_csv(b"epoch,loss\n1,0.5\n").is_empty());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn lightning_csv_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = samples_from_lightning_csv(&bytes);
+        }
+    }
 
     #[test]
     fn progress_json_fields_are_optional_and_typed() {

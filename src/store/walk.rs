@@ -220,10 +220,11 @@ fn is_symlink(job: &Dir, path: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// The total size of the regular files under `base`.
-pub fn total_size(job: &Dir, base: &str) -> io::Result<u64> {
-    Ok(walk(job, base)?
-        .iter()
-        .map(|f| f.entry.fingerprint.size)
-        .sum())
+/// The total size of the regular files under `base`, and the newest of
+/// their modification times (nanoseconds; `None` when there are none).
+pub fn size_and_newest(job: &Dir, base: &str) -> io::Result<(u64, Option<i128>)> {
+    let files = walk(job, base)?;
+    let size = files.iter().map(|f| f.entry.fingerprint.size).sum();
+    let newest = files.iter().map(|f| f.entry.fingerprint.mtime_ns).max();
+    Ok((size, newest))
 }

@@ -162,7 +162,9 @@ function checkpointTable(id, checkpoints) {
     checkpoints.map((c) => h("tr", {},
       h("td", {}, c.name), h("td", {}, dash(c.step)),
       h("td", {}, `${(c.size_bytes / 1048576).toFixed(2)} MiB`), h("td", {}, c.modified_at),
-      h("td", {}, h("a", { class: "button", href: api(id + "/download/model?checkpoint=" + encodeURIComponent(c.name)) }, "Download")))));
+      h("td", {}, c.complete
+        ? h("a", { class: "button", href: api(id + "/download/model?checkpoint=" + encodeURIComponent(c.name)) }, "Download")
+        : h("span", { class: "muted" }, "being written…")))));
 }
 
 async function refreshDetail() {

@@ -123,7 +123,31 @@ pub fn make_job(root: &Path, id: &str) -> PathBuf {
         "model/tmp-checkpoint-300/model.safetensors",
         floats(10, 5),
     );
+    // Finished writing a while ago: complete (a checkpoint counts once it
+    // has settled for a few seconds).
+    for finished in ["checkpoint-100", "checkpoint-200", "epoch=1-step=150.ckpt"] {
+        age(&job.join("model").join(finished));
+    }
     job
+}
+
+/// Moves the modification time of `path` (and everything under it) a
+/// minute back, as if a trainer had finished writing it then.
+pub fn age(path: &Path) {
+    let then = std::time::SystemTime::now() - Duration::from_secs(60);
+    if path.is_dir() {
+        for entry in fs::read_dir(path).unwrap() {
+            age(&entry.unwrap().path());
+        }
+        fs::File::open(path).unwrap().set_modified(then).unwrap();
+    } else {
+        fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(then)
+            .unwrap();
+    }
 }
 
 /// A running server; killed on drop. Its stderr is collected in `log`.

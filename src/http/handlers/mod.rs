@@ -75,11 +75,18 @@ pub fn dispatch(app: &App, request: &HttpRequest, matched: Matched) -> Result<Re
             job,
             source,
             compression,
-        } => download::admit(app, &job, &source, compression, head).map(Reply::Download),
-        Route::DownloadLogs(id) => {
-            download::admit(app, &id, &ArchiveSource::Logs, Compression::Deflate, head)
-                .map(Reply::Download)
-        }
+            allow_incomplete,
+        } => download::admit(app, &job, &source, compression, allow_incomplete, head)
+            .map(Reply::Download),
+        Route::DownloadLogs(id) => download::admit(
+            app,
+            &id,
+            &ArchiveSource::Logs,
+            Compression::Deflate,
+            false,
+            head,
+        )
+        .map(Reply::Download),
         Route::Events(id) => stream(app, request, &id, false, head),
         Route::WebSocket(id) => stream(app, request, &id, true, head),
         Route::OpenApi => Ok(Reply::Page {

@@ -522,6 +522,25 @@ fn downloads_are_admitted_only_for_what_exists() {
     f.root
         .write("jobs/j1/model/tmp-checkpoint-6/weights.bin", "w");
     f.root.write("jobs/j1/training.log", "step 1\n");
+    // Without its trainer_state.json (written last), and just written:
+    // refused unless asked for as it is.
+    assert!(matches!(
+        f.refused_get("/api/training/j1/download/model?checkpoint=checkpoint-5"),
+        ApiError::Conflict(detail) if detail.contains("still being written")
+    ));
+    assert!(admitted(
+        "/api/training/j1/download/model?checkpoint=checkpoint-5&allow_incomplete=1"
+    ));
+    f.root
+        .write("jobs/j1/model/checkpoint-5/trainer_state.json", "{}");
+    assert!(
+        matches!(
+            f.refused_get("/api/training/j1/download/model?checkpoint=checkpoint-5"),
+            ApiError::Conflict(_)
+        ),
+        "not settled yet"
+    );
+    age(&f.root.job("j1").join("model/checkpoint-5"));
     assert!(admitted(
         "/api/training/j1/download/model?checkpoint=checkpoint-5"
     ));
@@ -721,4 +740,24 @@ fn a_job_without_a_record_is_read_from_its_files() {
         f.refused_get("/api/training/ext/download/model"),
         ApiError::ModelNotFound(JobId::parse("ext").unwrap())
     );
+}
+
+/// Moves the modification time of `dir` and everything in it a minute
+/// back, as if a trainer had finished writing it then.
+fn age(dir: &std::path::Path) {
+    let then = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            age(&path);
+        } else {
+            fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(then)
+                .unwrap();
+        }
+    }
+    fs::File::open(dir).unwrap().set_modified(then).unwrap();
 }

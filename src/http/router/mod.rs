@@ -58,12 +58,14 @@ pub enum Route {
     WebSocket(JobId),
     /// `POST /api/training/{job_id}/{pause,resume,cancel}`
     Control(JobId, Action),
-    /// `GET /api/training/{job_id}/download/model[?checkpoint=|?exclude=checkpoints][&compression=]`:
-    /// `source` is the model (whole or without checkpoints) or one checkpoint.
+    /// `GET /api/training/{job_id}/download/model[?checkpoint=|?exclude=checkpoints][&compression=][&allow_incomplete=1]`:
+    /// `source` is the model (whole or without checkpoints) or one checkpoint;
+    /// `allow_incomplete` lets a checkpoint still being written through.
     DownloadModel {
         job: JobId,
         source: ArchiveSource,
         compression: Compression,
+        allow_incomplete: bool,
     },
     /// `GET /api/training/{job_id}/download/logs`
     DownloadLogs(JobId),
@@ -328,10 +330,20 @@ pub fn route(method: &str, target: &str) -> Result<Matched, RouteError> {
                     ));
                 }
             };
+            let allow_incomplete = match query.take("allow_incomplete").as_deref() {
+                None | Some("0") | Some("false") => false,
+                Some("1") | Some("true") => true,
+                Some(_) => {
+                    return Err(RouteError::BadQuery(
+                        "Invalid allow_incomplete: expected 1 or 0".into(),
+                    ));
+                }
+            };
             Route::DownloadModel {
                 job,
                 source,
                 compression,
+                allow_incomplete,
             }
         }
     };

@@ -51,6 +51,7 @@ impl Route {
                 job: id,
                 source,
                 compression,
+                allow_incomplete,
             } => {
                 let mut query = Vec::new();
                 match source {
@@ -64,6 +65,9 @@ impl Route {
                 }
                 if *compression != Compression::Auto {
                     query.push(format!("compression={}", compression.as_str()));
+                }
+                if *allow_incomplete {
+                    query.push("allow_incomplete=1".to_owned());
                 }
                 ("GET", with_query(job(id, "download/model"), &query))
             }

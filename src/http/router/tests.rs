@@ -100,6 +100,7 @@ fn every_route_parses() {
                 CheckpointName::parse("epoch=3-step=1200.ckpt").unwrap()
             ),
             compression: Compression::Stored,
+            allow_incomplete: false,
         }
     );
     assert_eq!(
@@ -110,6 +111,19 @@ fn every_route_parses() {
                 exclude_checkpoints: true
             },
             compression: Compression::Auto,
+            allow_incomplete: false,
+        }
+    );
+    assert_eq!(
+        ok(
+            "GET",
+            "/api/training/a1/download/model?checkpoint=checkpoint-5&allow_incomplete=1"
+        ),
+        Route::DownloadModel {
+            job: id("a1"),
+            source: ArchiveSource::Checkpoint(CheckpointName::parse("checkpoint-5").unwrap()),
+            compression: Compression::Auto,
+            allow_incomplete: true,
         }
     );
 }
@@ -302,6 +316,10 @@ fn queries_are_strict() {
         bad("/api/training/a1/download/model?exclude=checkpoints&checkpoint=c1"),
         "A checkpoint cannot be downloaded with exclude=checkpoints"
     );
+    assert_eq!(
+        bad("/api/training/a1/download/model?checkpoint=c1&allow_incomplete=yes"),
+        "Invalid allow_incomplete: expected 1 or 0"
+    );
     assert_eq!(bad("/healthz?x=%zz"), "Invalid query string");
     assert_eq!(bad("/healthz?%C3%28=1"), "Invalid query string");
     // An empty query or empty pairs are harmless.
@@ -403,13 +421,14 @@ fn any_route() -> impl Strategy<Value = Route> {
             _ => Route::DownloadLogs(id),
         }),
         (any_job_id(), action).prop_map(|(id, action)| Route::Control(id, action)),
-        (any_job_id(), source, compression).prop_map(|(job, source, compression)| {
-            Route::DownloadModel {
+        (any_job_id(), source, compression, any::<bool>()).prop_map(
+            |(job, source, compression, allow_incomplete)| Route::DownloadModel {
                 job,
                 source,
                 compression,
+                allow_incomplete,
             }
-        }),
+        ),
     ]
 }
 
