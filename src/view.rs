@@ -59,7 +59,7 @@ impl JobSnapshot {
             progress,
             last_write,
             created_at,
-            has_model: dir.has_model().unwrap_or(false),
+            has_model: dir.model_has_files(),
             status,
         }
     }

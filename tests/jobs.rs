@@ -345,6 +345,14 @@ fn pause_stops_the_whole_group_and_resume_continues_it() {
     // Cancel ends every process of the group.
     let cancelled = control(&server, &id, "cancel");
     assert_eq!(cancelled.status, 200);
+    // The answer is the state the job is in: asked to stop and not gone
+    // yet, or (sh dies of SIGTERM at once) already cancelled; never the
+    // state before the cancel.
+    let answered = cancelled.json()["status"].clone();
+    assert!(
+        answered == "cancelling" || answered == "cancelled",
+        "{answered}"
+    );
     let end = wait_status(&server, &id, &["cancelled"]);
     assert_eq!(end["signal"], 15, "sh dies of SIGTERM");
     assert!(
@@ -397,7 +405,11 @@ fn a_trainer_that_ignores_sigterm_is_killed_after_the_grace() {
     let asked = Instant::now();
     assert_eq!(control(&server, &id, "cancel").status, 200);
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(job(&server, &id)["status"], "running", "SIGTERM is ignored");
+    assert_eq!(
+        job(&server, &id)["status"],
+        "cancelling",
+        "SIGTERM is ignored: the job is still being cancelled"
+    );
     let end = wait_status(&server, &id, &["cancelled"]);
     assert_eq!(end["signal"], 9, "SIGKILL after the grace period");
     eprintln!("stubborn trainer ended {:?} after cancel", asked.elapsed());

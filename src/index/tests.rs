@@ -120,12 +120,13 @@ fn follows_the_disk(inotify: bool) {
     );
 
     fs::create_dir_all(root.0.join("jobs/a/model")).unwrap();
+    root.write("jobs/a/model/config.json", "{}");
     within(|| {
         index
             .job(&id("a"))
             .is_some_and(|e| job_json(&e)["has_model"] == true)
     })
-    .expect("a model directory appearing is seen");
+    .expect("a model appearing is seen");
 
     fs::remove_dir_all(root.0.join("jobs/a")).unwrap();
     within(|| listed(&index) == ["b"]).expect("a removed job leaves the list");

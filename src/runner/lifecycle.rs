@@ -72,18 +72,25 @@ pub(super) fn recover(store: &Store, cgroups: Option<&Cgroups>) -> io::Result<Ve
             continue;
         };
         match record.status {
-            JobStatus::Running | JobStatus::Paused => {
+            JobStatus::Running | JobStatus::Paused | JobStatus::Cancelling => {
                 if let Some(pgid) = record.pid.filter(|_| cgroups.is_none()) {
                     let killed = process::sweep_leftovers(pgid, &id);
                     if killed > 0 {
                         log::warn!("job {id}: killed {killed} leftover process(es)");
                     }
                 }
+                // A cancel asked for is a cancel, whenever the trainer died.
+                let now = if record.status == JobStatus::Cancelling {
+                    JobStatus::Cancelled
+                } else {
+                    JobStatus::Interrupted
+                };
                 log::warn!(
-                    "job {id} was {} when the server stopped: now interrupted",
-                    record.status.as_str()
+                    "job {id} was {} when the server stopped: now {}",
+                    record.status.as_str(),
+                    now.as_str()
                 );
-                record.status = JobStatus::Interrupted;
+                record.status = now;
                 record.finished_at = Some(timefmt::now_rfc3339());
                 dir.write_record(&record)?;
             }

@@ -162,8 +162,16 @@ impl Runner {
             return Ok(active.record.clone());
         }
         active.ask_to_stop().map_err(log_io("sending SIGTERM"))?;
+        // What the job is now: cancelling, until its trainer is gone and
+        // the reaper records it cancelled. Recorded under the lock, like
+        // every status.
+        active.record.status = JobStatus::Cancelling;
         let pgid = active.pgid;
         let record = active.record.clone();
+        self.job_dir(id)?
+            .write_record(&record)
+            .map_err(log_io("recording a cancel"))?;
+        self.shared.recorded(id);
         drop(state);
         self.kill_after_grace(id.clone(), pgid);
         Ok(record)

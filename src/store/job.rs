@@ -123,6 +123,25 @@ impl JobDir {
         Ok(self.metadata(MODEL_DIR)?.is_some_and(|m| m.is_dir()))
     }
 
+    /// True when `model/` holds a file, directly or in a directory right
+    /// under it (a checkpoint): the runner makes an empty `model/` before
+    /// a trainer starts, which is no model yet. Looks at entries only until
+    /// the first file.
+    pub fn model_has_files(&self) -> bool {
+        let Ok(entries) = self.dir.read_dir(MODEL_DIR) else {
+            return false;
+        };
+        entries.flatten().any(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_file() => true,
+            Ok(kind) if kind.is_dir() => entry
+                .open_dir()
+                .ok()
+                .and_then(|sub| sub.entries().ok())
+                .is_some_and(|mut inner| inner.next().is_some()),
+            _ => false,
+        })
+    }
+
     /// The latest progress: `progress.json`, else the last line of
     /// `metrics.jsonl`, else the newest checkpoint's `trainer_state.json`.
     pub fn progress(&self) -> ProgressRead {

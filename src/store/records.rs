@@ -14,6 +14,8 @@ pub enum JobStatus {
     Queued,
     Running,
     Paused,
+    /// Asked to cancel: SIGTERM sent, the trainer not gone yet.
+    Cancelling,
     Completed,
     Failed,
     Cancelled,
@@ -22,10 +24,11 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
-    pub const ALL: [JobStatus; 7] = [
+    pub const ALL: [JobStatus; 8] = [
         JobStatus::Queued,
         JobStatus::Running,
         JobStatus::Paused,
+        JobStatus::Cancelling,
         JobStatus::Completed,
         JobStatus::Failed,
         JobStatus::Cancelled,
@@ -37,6 +40,7 @@ impl JobStatus {
             JobStatus::Queued => "queued",
             JobStatus::Running => "running",
             JobStatus::Paused => "paused",
+            JobStatus::Cancelling => "cancelling",
             JobStatus::Completed => "completed",
             JobStatus::Failed => "failed",
             JobStatus::Cancelled => "cancelled",

@@ -315,7 +315,11 @@ fn one_job_and_a_missing_one() {
         (job["id"].as_str(), job["status"].as_str()),
         (Some("j1"), Some("running"))
     );
-    assert_eq!(job["has_model"], true);
+    // The runner's empty model/ is no model yet; a file in a checkpoint is.
+    assert_eq!(job["has_model"], false);
+    f.root
+        .write("jobs/j1/model/checkpoint-1/model.safetensors", "w");
+    assert_eq!(f.get("/api/training/jobs/j1")["has_model"], true);
     assert_eq!(job["recipe"], "demo");
     for target in [
         "/api/training/jobs/nope",
