@@ -11,6 +11,7 @@ use crate::index::JobIndex;
 use crate::metrics::Metrics;
 use crate::runner::Jobs;
 use crate::store::Store;
+use crate::store::digests::Digests;
 use crate::store::history::Histories;
 
 /// Limits and knobs fixed at start-up.
@@ -73,6 +74,9 @@ pub struct App {
     pub histories: Histories,
     /// Every job's view, in memory and kept fresh.
     pub index: Arc<JobIndex>,
+    /// CRC-32 and SHA-256 of files, persisted under the root; filled in
+    /// the background (`index::digester`).
+    pub digests: Arc<Digests>,
     pub metrics: Metrics,
 }
 
@@ -86,6 +90,7 @@ impl App {
         changes: Doorbell,
     ) -> App {
         App {
+            digests: Arc::new(store.digests()),
             store,
             runner,
             access,

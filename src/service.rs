@@ -143,6 +143,11 @@ pub fn serve(config: ServeConfig, on_ready: Option<OnReady>) -> Result<(), Strin
         config.limits,
         changes,
     ));
+    if let Err(e) =
+        crate::index::digester::start(&app.index, Arc::clone(&app.store), Arc::clone(&app.digests))
+    {
+        log::warn!("cannot start the digest worker ({e}); files are not hashed ahead");
+    }
     if let (Some(notifier), Some(changed)) = (&notifier, changed) {
         follow_changes(Arc::clone(&app), Arc::clone(notifier), changed);
     }

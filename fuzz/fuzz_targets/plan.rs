@@ -23,10 +23,10 @@ fn members(data: &[u8]) -> Vec<MemberSpec> {
                 2 => format!("名前/{i}.json"),
                 _ => String::from_utf8_lossy(&raw[10..]).into_owned(),
             };
-            let method = if raw[10] % 2 == 0 {
-                Method::Stored
-            } else {
-                Method::Deflated { compressed_size: size / 3 + u64::from(raw[11]), crc32: 7 }
+            let method = match raw[10] % 3 {
+                0 => Method::Stored,
+                1 => Method::StoredKnown { crc32: 7 },
+                _ => Method::Deflated { compressed_size: size / 3 + u64::from(raw[11]), crc32: 7 },
             };
             MemberSpec {
                 name,
@@ -53,7 +53,7 @@ fuzz_target!(|data: &[u8]| {
         }
         previous = Some(m.header_offset);
         let data_len = match spec.method {
-            Method::Stored => spec.fingerprint.size,
+            Method::Stored | Method::StoredKnown { .. } => spec.fingerprint.size,
             Method::Deflated { compressed_size, .. } => compressed_size,
         };
         let zip64 = spec.fingerprint.size >= LIMIT || data_len >= LIMIT;

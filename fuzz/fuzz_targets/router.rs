@@ -28,14 +28,14 @@ fuzz_target!(|data: &[u8]| {
         | Route::WebSocket(id)
         | Route::DownloadLogs(id)
         | Route::Control(id, _) => job_ok(id),
-        Route::DownloadModel { job, source, .. } => {
+        Route::DownloadModel { job, source, .. } | Route::Files { job, source, .. } => {
             job_ok(job);
             match source {
                 ArchiveSource::Checkpoint(c) => {
                     assert_eq!(CheckpointName::parse(c.as_str()).as_ref(), Ok(c));
                 }
                 ArchiveSource::Model { .. } => {}
-                ArchiveSource::Logs => panic!("the model route never archives the logs"),
+                ArchiveSource::Logs => panic!("the model routes never cover the logs"),
             }
         }
         Route::Index

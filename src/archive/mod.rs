@@ -109,11 +109,17 @@ pub fn is_text(name: &str) -> bool {
 /// In `Auto`, each text member's deflated size comes from the cache or from
 /// a sizing pass over the file, before the first byte is sent; the sizing
 /// pass's output is kept in the cache when small, so it is not made twice.
+///
+/// When `known_crc` (the digest index) knows the CRC of every stored
+/// member, they all carry it in their local headers and have no data
+/// descriptor: an archive streaming readers accept. Otherwise none do (two
+/// layouts in all, told apart by the ETag).
 pub fn plan_archive<S: MemberSource>(
     entries: &[FileEntry],
     compression: Compression,
     source: &S,
     caches: &Caches,
+    known_crc: &dyn Fn(&Fingerprint) -> Option<u32>,
 ) -> io::Result<ArchivePlan> {
     let mut specs = Vec::with_capacity(entries.len());
     for (index, entry) in entries.iter().enumerate() {
@@ -152,6 +158,20 @@ pub fn plan_archive<S: MemberSource>(
             method,
         });
     }
+    let crcs: Option<Vec<Option<u32>>> = specs
+        .iter()
+        .map(|spec| match spec.method {
+            Method::Stored => known_crc(&spec.fingerprint).map(Some),
+            _ => Some(None),
+        })
+        .collect();
+    if let Some(crcs) = crcs {
+        for (spec, crc) in specs.iter_mut().zip(crcs) {
+            if let Some(crc32) = crc {
+                spec.method = Method::StoredKnown { crc32 };
+            }
+        }
+    }
     ArchivePlan::new(specs).map_err(io::Error::other)
 }
 
@@ -168,12 +188,36 @@ pub fn etag(plan: &ArchivePlan, compression: Compression) -> String {
         let f = spec.fingerprint;
         hash.write(spec.name.as_bytes());
         hash.write(&[0]);
+        // The layout: a descriptor or not.
+        hash.write(&[match spec.method {
+            Method::Stored => 0,
+            Method::StoredKnown { .. } => 1,
+            Method::Deflated { .. } => 2,
+        }]);
         for value in [f.dev, f.ino, f.size, spec.data_len()] {
             hash.write(&value.to_le_bytes());
         }
         hash.write(&f.mtime_ns.to_le_bytes());
     }
+    hash.write(plan.comment());
     format!("\"z1-{:016x}{:08x}\"", hash.finish(), plan.len() as u32)
+}
+
+/// Which archive `entries` make in `compression`, whatever its layout: the
+/// names and fingerprints of its files (a key for layout pins).
+pub fn file_set_id(entries: &[FileEntry], compression: Compression) -> u64 {
+    let mut hash = Fnv64::default();
+    hash.write(compression.as_str().as_bytes());
+    for entry in entries {
+        let f = entry.fingerprint;
+        hash.write(entry.name.as_bytes());
+        hash.write(&[0]);
+        for value in [f.dev, f.ino, f.size] {
+            hash.write(&value.to_le_bytes());
+        }
+        hash.write(&f.mtime_ns.to_le_bytes());
+    }
+    hash.finish()
 }
 
 /// FNV-1a, 64 bits: stable across builds and platforms, unlike std's hasher.

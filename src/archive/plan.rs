@@ -31,6 +31,10 @@ use super::records::*;
 pub enum Method {
     /// Method 0: the file's bytes as they are, CRC in a trailing descriptor.
     Stored,
+    /// Method 0 with the CRC known before the first byte (the digest
+    /// index): CRC and sizes in the local header, no descriptor, so
+    /// streaming readers that never see the central directory read it.
+    StoredKnown { crc32: u32 },
     /// Method 8: raw deflate, with the compressed size and CRC found by a
     /// sizing pass before planning.
     Deflated { compressed_size: u64, crc32: u32 },
@@ -64,7 +68,7 @@ impl MemberSpec {
     /// Bytes of member data in the archive.
     pub fn data_len(&self) -> u64 {
         match self.method {
-            Method::Stored => self.fingerprint.size,
+            Method::Stored | Method::StoredKnown { .. } => self.fingerprint.size,
             Method::Deflated {
                 compressed_size, ..
             } => compressed_size,
@@ -86,6 +90,7 @@ impl MemberSpec {
         let (crc32, compressed, size) = match self.method {
             // Bit 3: CRC and sizes are zero here and follow in the descriptor.
             Method::Stored => (0, 0, 0),
+            Method::StoredKnown { crc32 } => (crc32, self.size(), self.size()),
             Method::Deflated {
                 compressed_size,
                 crc32,
@@ -107,13 +112,13 @@ impl MemberSpec {
         let utf8 = if self.name.is_ascii() { 0 } else { FLAG_UTF8 };
         match self.method {
             Method::Stored => FLAG_DESCRIPTOR | utf8,
-            Method::Deflated { .. } => utf8,
+            Method::StoredKnown { .. } | Method::Deflated { .. } => utf8,
         }
     }
 
     fn method_code(&self) -> u16 {
         match self.method {
-            Method::Stored => 0,
+            Method::Stored | Method::StoredKnown { .. } => 0,
             Method::Deflated { .. } => 8,
         }
     }
@@ -185,6 +190,8 @@ pub struct ArchivePlan {
     /// Where the zip64 end record starts, when one is needed.
     zip64_end_offset: Option<u64>,
     len: u64,
+    /// The archive comment, after the end record.
+    comment: Vec<u8>,
 }
 
 impl ArchivePlan {
@@ -223,7 +230,23 @@ impl ArchivePlan {
             central_len,
             zip64_end_offset,
             len,
+            comment: Vec::new(),
         })
+    }
+
+    /// The same plan with an archive comment (cut to what the end record
+    /// holds): what readers show as the archive's description.
+    pub fn with_comment(mut self, comment: &str) -> ArchivePlan {
+        let mut bytes = comment.as_bytes().to_vec();
+        bytes.truncate(COMMENT_MAX);
+        self.len = self.len - self.comment.len() as u64 + bytes.len() as u64;
+        self.comment = bytes;
+        self
+    }
+
+    /// The archive comment (empty when there is none).
+    pub fn comment(&self) -> &[u8] {
+        &self.comment
     }
 
     /// Total length of the archive in bytes.
@@ -283,7 +306,7 @@ fn local_header_len(spec: &MemberSpec) -> u64 {
 fn descriptor_len(spec: &MemberSpec) -> u64 {
     match spec.method {
         Method::Stored => records::descriptor_len(spec.zip64_sizes()),
-        Method::Deflated { .. } => 0,
+        Method::StoredKnown { .. } | Method::Deflated { .. } => 0,
     }
 }
 

@@ -238,9 +238,23 @@ pub(crate) fn end_records_len(entries: usize, offset: u64, len: u64) -> u64 {
     zip64 + EOCD_LEN
 }
 
+/// The longest archive comment the end record can hold.
+pub(crate) const COMMENT_MAX: usize = 0xFFFF;
+
 /// Writes the end records (zip64 ones where needed, then the classic one)
-/// after a central directory of `entries` headers at `offset`, `len` long.
-pub(crate) fn write_end_records(out: &mut Vec<u8>, entries: usize, offset: u64, len: u64) {
+/// after a central directory of `entries` headers at `offset`, `len` long,
+/// with `comment` (at most [`COMMENT_MAX`] bytes) at the very end.
+pub(crate) fn write_end_records(
+    out: &mut Vec<u8>,
+    entries: usize,
+    offset: u64,
+    len: u64,
+    comment: &[u8],
+) {
+    assert!(
+        comment.len() <= COMMENT_MAX,
+        "a comment fits its length field"
+    );
     let count = entries as u64;
     if needs_zip64_end(entries, offset, len) {
         let zip64_end = offset + len;
@@ -267,5 +281,6 @@ pub(crate) fn write_end_records(out: &mut Vec<u8>, entries: usize, offset: u64, 
     put_u16(out, entries16);
     put_u32(out, len.min(ZIP64_LIMIT) as u32);
     put_u32(out, offset.min(ZIP64_LIMIT) as u32);
-    put_u16(out, 0); // comment length
+    put_u16(out, comment.len() as u16);
+    out.extend_from_slice(comment);
 }

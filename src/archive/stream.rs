@@ -118,7 +118,7 @@ impl<S: MemberSource> ArchiveReader<S> {
             .members()
             .iter()
             .map(|m| match m.spec.method {
-                Method::Deflated { crc32, .. } => Some(crc32),
+                Method::Deflated { crc32, .. } | Method::StoredKnown { crc32 } => Some(crc32),
                 Method::Stored => None,
             })
             .collect();
@@ -243,7 +243,7 @@ impl<S: MemberSource> ArchiveReader<S> {
             return Err(changed(&spec.name));
         }
         match spec.method {
-            Method::Stored => {
+            Method::Stored | Method::StoredKnown { .. } => {
                 let hasher = if known.is_some() {
                     file.seek(SeekFrom::Start(at))?;
                     None

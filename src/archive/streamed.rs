@@ -119,7 +119,7 @@ pub fn write_parallel_deflated<W: Write, R: Read>(
         .write(&mut tail);
     }
     let central_len = tail.len() as u64;
-    write_end_records(&mut tail, written.len(), central_offset, central_len);
+    write_end_records(&mut tail, written.len(), central_offset, central_len, &[]);
     out.write_all(&tail)?;
     out.flush()?;
     Ok(out.inner)

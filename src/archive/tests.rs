@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use proptest::prelude::*;
 
 use super::cache::{Caches, Digest};
+use super::digest::crc_of;
 use super::plan::{ArchivePlan, Fingerprint};
 use super::stream::{ArchiveReader, MemberSource};
 use super::*;
@@ -131,9 +132,29 @@ impl MemberSource for Arc<MemSource> {
 
 impl Fixture {
     fn new(files: Vec<(&str, Content)>, compression: Compression) -> Fixture {
+        Fixture::with_digests(files, compression, false)
+    }
+
+    /// With `digests`, every member's CRC is known before planning (as
+    /// the digest index knows them): stored members carry it up front.
+    fn with_digests(
+        files: Vec<(&str, Content)>,
+        compression: Compression,
+        digests: bool,
+    ) -> Fixture {
         let source = Arc::new(MemSource::new(files));
         let cache = Arc::new(Caches::default());
-        let plan = plan_archive(&source.entries(), compression, &source, &cache).unwrap();
+        let mut known = std::collections::HashMap::new();
+        if digests {
+            for (index, entry) in source.entries().iter().enumerate() {
+                let mut file = source.open(index).unwrap();
+                let crc = crc_of(&mut file, entry.fingerprint.size, &mut [0; 65536]).unwrap();
+                known.insert(entry.fingerprint, crc);
+            }
+        }
+        let known_crc = |key: &Fingerprint| known.get(key).copied();
+        let plan =
+            plan_archive(&source.entries(), compression, &source, &cache, &known_crc).unwrap();
         Fixture {
             plan: Arc::new(plan),
             source,
@@ -255,6 +276,60 @@ fn check_with_zip_crate(archive: &[u8], expected: &[(String, Vec<u8>)]) {
     }
 }
 
+/// Reads `archive` front to back the way a streaming unzipper does (Java's
+/// `ZipInputStream`, Python's stream-unzip): local headers only, never the
+/// central directory; a stored member must give its size up front.
+fn check_streamable(archive: &[u8], expected: &[(String, Vec<u8>)]) {
+    let u16_at = |at: usize| u16::from_le_bytes(archive[at..at + 2].try_into().unwrap());
+    let u32_at = |at: usize| u32::from_le_bytes(archive[at..at + 4].try_into().unwrap());
+    let u64_at = |at: usize| u64::from_le_bytes(archive[at..at + 8].try_into().unwrap());
+    let mut at = 0;
+    for (name, data) in expected {
+        assert_eq!(u32_at(at), 0x0403_4b50, "{name}: a local header");
+        let (flags, method, crc) = (u16_at(at + 6), u16_at(at + 8), u32_at(at + 14));
+        let (mut compressed, mut size) = (u64::from(u32_at(at + 18)), u64::from(u32_at(at + 22)));
+        let (name_len, extra_len) = (u16_at(at + 26) as usize, u16_at(at + 28) as usize);
+        assert_eq!(&archive[at + 30..at + 30 + name_len], name.as_bytes());
+        assert_eq!(flags & 8, 0, "{name}: no data descriptor");
+        let mut extra = at + 30 + name_len;
+        let extra_end = extra + extra_len;
+        while extra < extra_end {
+            let (id, len) = (u16_at(extra), u16_at(extra + 2) as usize);
+            if id == 1 {
+                size = u64_at(extra + 4);
+                compressed = u64_at(extra + 12);
+            }
+            extra += 4 + len;
+        }
+        let body = &archive[extra_end..extra_end + compressed as usize];
+        let got = match method {
+            0 => body.to_vec(),
+            8 => {
+                let mut out = Vec::new();
+                flate2::read::DeflateDecoder::new(body)
+                    .read_to_end(&mut out)
+                    .unwrap();
+                out
+            }
+            other => panic!("{name}: method {other}"),
+        };
+        assert_eq!(got.len() as u64, size, "{name}");
+        assert_eq!(&got, data, "{name}");
+        assert_eq!(crc32fast::hash(&got), crc, "{name}: CRC");
+        at = extra_end + compressed as usize;
+    }
+    let next = if expected.is_empty() {
+        0x0605_4b50
+    } else {
+        0x0201_4b50
+    };
+    assert_eq!(
+        u32_at(at),
+        next,
+        "the central directory (or the end) follows"
+    );
+}
+
 fn member_strategy() -> impl Strategy<Value = Vec<(String, bool, usize)>> {
     let name = prop_oneof![
         "[a-z]{1,8}\\.(json|txt|bin|safetensors|log)",
@@ -278,6 +353,7 @@ proptest! {
     fn plan_reader_and_ranges_agree(
         members in member_strategy(),
         stored in any::<bool>(),
+        digests in any::<bool>(),
         ranges in proptest::collection::vec((any::<u64>(), any::<u64>()), 6),
     ) {
         let files: Vec<(String, Vec<u8>)> = members
@@ -293,11 +369,14 @@ proptest! {
             .iter()
             .map(|(n, d)| (n.as_str(), Content::Bytes(Arc::new(d.clone()))))
             .collect();
-        let fx = Fixture::new(contents, compression);
+        let fx = Fixture::with_digests(contents, compression, digests);
         let len = fx.plan.len();
         let whole = fx.bytes(0, len).unwrap();
         prop_assert_eq!(whole.len() as u64, len);
         check_with_zip_crate(&whole, &files);
+        if digests {
+            check_streamable(&whole, &files);
+        }
         // Same bytes on a second run, with the CRC cache now warm.
         prop_assert_eq!(&fx.bytes(0, len).unwrap(), &whole);
         for (a, b) in ranges {
@@ -590,7 +669,8 @@ fn zero_copy_sinks_get_the_same_bytes_as_readers() {
         });
     }
     let caches = Arc::new(Caches::default());
-    let plan = Arc::new(plan_archive(&entries, Compression::Auto, &source, &caches).unwrap());
+    let plan =
+        Arc::new(plan_archive(&entries, Compression::Auto, &source, &caches, &|_| None).unwrap());
     let len = plan.len();
     let reader = |start, end| {
         ArchiveReader::new(

@@ -48,7 +48,8 @@ pub fn need(route: &Route) -> Need {
         | Route::Events(_)
         | Route::WebSocket(_)
         | Route::DownloadModel { .. }
-        | Route::DownloadLogs(_) => Need::Role(Role::Read),
+        | Route::DownloadLogs(_)
+        | Route::Files { .. } => Need::Role(Role::Read),
     }
 }
 

@@ -30,7 +30,7 @@ use crate::archive::plan::Fingerprint;
 use crate::archive::stream::{ArchiveReader, MemberSource};
 use crate::archive::streamed::write_parallel_deflated;
 use crate::archive::zipwriter::{StreamMember, write_deflated};
-use crate::archive::{ArchiveSource, Compression, etag, plan_archive};
+use crate::archive::{ArchiveSource, Compression, etag, file_set_id, plan_archive};
 use crate::counting::Counting;
 use crate::names::JobId;
 use crate::store::JobFiles;
@@ -88,6 +88,9 @@ pub struct Download {
     files: JobFiles,
     layout: Layout,
     filename: String,
+    /// What the archive holds, for its comment: the job and the source,
+    /// and where its manifest is.
+    contents: String,
     head: bool,
     _slot: Slot,
 }
@@ -142,10 +145,28 @@ pub fn admit(
         ArchiveSource::Model { .. } => (layout(compression), format!("model_{id}.zip")),
         ArchiveSource::Checkpoint(name) => (layout(compression), format!("model_{id}_{name}.zip")),
     };
+    // Where the archive's manifest is, and what the archive holds.
+    let (query, contents) = match source {
+        ArchiveSource::Checkpoint(name) => (
+            format!("checkpoint={}&", super::percent::encode(name.as_str())),
+            format!("checkpoint {name}"),
+        ),
+        ArchiveSource::Model {
+            exclude_checkpoints: true,
+        } => (
+            "exclude=checkpoints&".to_owned(),
+            "model without checkpoints".to_owned(),
+        ),
+        _ => (String::new(), "model".to_owned()),
+    };
+    let contents = format!(
+        "trainbox job {id}, {contents}; manifest: /api/training/{id}/files?{query}format=sha256sum"
+    );
     Ok(Download {
         files,
         layout,
         filename,
+        contents,
         head,
         _slot: slot(app)?,
     })
@@ -217,10 +238,41 @@ fn planned(
     compression: Compression,
 ) -> Sent {
     let entries = download.files.entries();
-    let plan = match plan_archive(&entries, compression, &download.files, &app.caches)
-        .context("planning the archive")
+    // Two layouts: the final one, with every CRC up front (no data
+    // descriptors: streaming readers take it) and a comment naming the
+    // manifest, once the digest index knows every file; the early one,
+    // with descriptors and no comment, before. Not from the per-process
+    // CRC cache, which fills as downloads run. An archive served in the
+    // early layout keeps it for a while (pinned): a bare `Range` resume
+    // (curl -C -, wget -c) must get the very bytes it started with.
+    let set = file_set_id(&entries, compression);
+    let manifest = match app.digests.pinned(set) {
+        true => None,
+        false => app.digests.sha256sums(&entries),
+    };
+    let known_crc = |key: &Fingerprint| {
+        manifest
+            .as_ref()
+            .and_then(|_| app.digests.get(key).map(|d| d.crc32))
+    };
+    let plan = match plan_archive(
+        &entries,
+        compression,
+        &download.files,
+        &app.caches,
+        &known_crc,
+    )
+    .context("planning the archive")
     {
-        Ok(plan) => Arc::new(plan),
+        // With every SHA-256 known, the comment also names the manifest's
+        // own: a checksum file that checks the checksums.
+        Ok(plan) => Arc::new(match &manifest {
+            Some(manifest) => {
+                let digest = crate::store::digests::sha256_hex(manifest.as_bytes());
+                plan.with_comment(&format!("{}, SHA-256 {digest}", download.contents))
+            }
+            None => plan,
+        }),
         Err(error) => {
             return Sent {
                 status: error.status(),
@@ -229,6 +281,9 @@ fn planned(
             };
         }
     };
+    if manifest.is_none() && !download.head {
+        app.digests.pin(set);
+    }
     let etag = etag(&plan, compression);
     let len = plan.len();
     if asked

@@ -13,6 +13,7 @@
 //!
 //! Not here: reading files (the store) and what a view means (`view`).
 
+pub mod digester;
 #[cfg(test)]
 mod tests;
 mod watch;

@@ -13,6 +13,7 @@
 
 mod atomic;
 mod checkpoints;
+pub mod digests;
 pub mod history;
 mod job;
 pub mod lock;
@@ -85,6 +86,11 @@ impl Store {
     /// The absolute path of a job's directory, for trainers' environment.
     pub fn job_path(&self, id: &JobId) -> PathBuf {
         self.path.join(JOBS_DIR).join(id.as_str())
+    }
+
+    /// The digest index kept under the root (see [`digests`]).
+    pub fn digests(&self) -> digests::Digests {
+        digests::Digests::open(&self.root)
     }
 
     /// `recipes.json`, when the admin wrote one.

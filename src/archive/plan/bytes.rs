@@ -43,6 +43,7 @@ impl ArchivePlan {
             self.members.len(),
             self.central_offset,
             self.central_len,
+            &self.comment,
         );
         debug_assert_eq!(out.len() as u64, self.len - self.central_offset);
         out

@@ -61,8 +61,10 @@ impl<S: MemberSource> ArchiveReader<S> {
             return false;
         };
         let member = &self.plan.members()[index];
-        member.spec.method == Method::Stored
-            && self.pos >= member.data_offset
+        matches!(
+            member.spec.method,
+            Method::Stored | Method::StoredKnown { .. }
+        ) && self.pos >= member.data_offset
             && self.pos < member.descriptor_offset
     }
 

@@ -7,6 +7,7 @@ use serde_json::{Map, Value, json};
 
 use super::Reply;
 use crate::app::{App, BODY_MAX};
+use crate::archive::ArchiveSource;
 use crate::http::error::{ApiError, Context};
 use crate::http::open_job;
 use crate::http::request::HttpRequest;
@@ -14,6 +15,7 @@ use crate::http::router::{Action, Paging};
 use crate::names::JobId;
 use crate::runner::recipes::{Recipes, check_params};
 use crate::text::printable;
+use crate::timefmt;
 
 /// Longest job name accepted.
 const NAME_MAX: usize = 200;
@@ -54,6 +56,71 @@ pub fn checkpoints(app: &App, id: &JobId) -> Result<Reply, ApiError> {
     Ok(Reply::Json(
         200,
         json!({ "job_id": id.as_str(), "checkpoints": checkpoints }),
+    ))
+}
+
+/// `GET /api/training/{job_id}/files`: the files a model download of
+/// `source` holds (under their names in the archive), each with its size,
+/// time and, once the digest worker has hashed it, SHA-256; as a
+/// `SHA256SUMS` text (`sha256sum -c` checks an unzipped download) once
+/// every file is hashed.
+pub fn files(
+    app: &App,
+    id: &JobId,
+    source: &ArchiveSource,
+    sha256sum: bool,
+) -> Result<Reply, ApiError> {
+    let job = open_job(app, id)?;
+    if !job.has_model().context("looking for the model")? {
+        return Err(ApiError::ModelNotFound(id.clone()));
+    }
+    let files = job
+        .archive(source)
+        .context("listing the files")?
+        .ok_or_else(|| match source {
+            ArchiveSource::Checkpoint(name) => ApiError::CheckpointNotFound(name.clone()),
+            _ => ApiError::ModelNotFound(id.clone()),
+        })?
+        .entries();
+    let digests: Vec<Option<String>> = files
+        .iter()
+        .map(|f| app.digests.get(&f.fingerprint).map(|d| d.sha256_hex()))
+        .collect();
+    if sha256sum {
+        let manifest = app.digests.sha256sums(&files).ok_or(ApiError::Unavailable(
+            "The SHA-256 of some files is still being computed; try again shortly",
+        ))?;
+        return Ok(Reply::Page {
+            status: 200,
+            content_type: "text/plain; charset=utf-8",
+            body: manifest.into_bytes(),
+            headers: Vec::new(),
+        });
+    }
+    let listed: Vec<Value> = files
+        .iter()
+        .zip(&digests)
+        .map(|(f, sha256)| {
+            json!({
+                "path": f.name,
+                "size": f.fingerprint.size,
+                "modified_at": timefmt::rfc3339_from_nanos(f.fingerprint.mtime_ns),
+                "sha256": sha256,
+            })
+        })
+        .collect();
+    let checkpoint = match source {
+        ArchiveSource::Checkpoint(name) => Some(name.as_str()),
+        _ => None,
+    };
+    Ok(Reply::Json(
+        200,
+        json!({
+            "job_id": id.as_str(),
+            "checkpoint": checkpoint,
+            "hashed": digests.iter().all(Option::is_some),
+            "files": listed,
+        }),
     ))
 }
 

@@ -87,6 +87,11 @@ pub fn dispatch(app: &App, request: &HttpRequest, matched: Matched) -> Result<Re
             head,
         )
         .map(Reply::Download),
+        Route::Files {
+            job,
+            source,
+            sha256sum,
+        } => jobs::files(app, &job, &source, sha256sum),
         Route::Events(id) => stream(app, request, &id, false, head),
         Route::WebSocket(id) => stream(app, request, &id, true, head),
         Route::OpenApi => Ok(Reply::Page {

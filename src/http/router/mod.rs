@@ -69,6 +69,14 @@ pub enum Route {
     },
     /// `GET /api/training/{job_id}/download/logs`
     DownloadLogs(JobId),
+    /// `GET /api/training/{job_id}/files[?checkpoint=|?exclude=checkpoints][&format=sha256sum]`:
+    /// the files a model download of `source` holds, with their SHA-256;
+    /// as a `SHA256SUMS` text with `sha256sum`.
+    Files {
+        job: JobId,
+        source: ArchiveSource,
+        sha256sum: bool,
+    },
 }
 
 impl Route {
@@ -93,6 +101,7 @@ impl Route {
             Route::Control(..) => "Control",
             Route::DownloadModel { .. } => "DownloadModel",
             Route::DownloadLogs(_) => "DownloadLogs",
+            Route::Files { .. } => "Files",
         }
     }
 }
@@ -161,6 +170,7 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     (POST, "/api/training/{job_id}/cancel"),
     (GET, "/api/training/{job_id}/download/model"),
     (GET, "/api/training/{job_id}/download/logs"),
+    (GET, "/api/training/{job_id}/files"),
     (GET, "/ws/training/{job_id}"),
 ];
 
@@ -229,6 +239,7 @@ pub fn route(method: &str, target: &str) -> Result<Matched, RouteError> {
             "progress" => (GET, Shape::Job(Route::Progress, *id)),
             "metrics" => (GET, Shape::Job(Route::History, *id)),
             "events" => (GET, Shape::Job(Route::Events, *id)),
+            "files" => (GET, Shape::Files(*id)),
             "pause" => (POST, Shape::Control(Action::Pause, *id)),
             "resume" => (POST, Shape::Control(Action::Resume, *id)),
             "cancel" => (POST, Shape::Control(Action::Cancel, *id)),
@@ -294,32 +305,7 @@ pub fn route(method: &str, target: &str) -> Result<Matched, RouteError> {
         Shape::Control(action, id) => Route::Control(job_id(id)?, action),
         Shape::DownloadModel(id) => {
             let job = job_id(id)?;
-            let checkpoint = match query.take("checkpoint") {
-                Some(name) => Some(
-                    CheckpointName::parse(&name).map_err(|_| RouteError::InvalidCheckpointName)?,
-                ),
-                None => None,
-            };
-            let exclude_checkpoints = match query.take("exclude").as_deref() {
-                None => false,
-                Some("checkpoints") => true,
-                Some(_) => {
-                    return Err(RouteError::BadQuery(
-                        "Invalid exclude: expected checkpoints".into(),
-                    ));
-                }
-            };
-            let source = match checkpoint {
-                Some(_) if exclude_checkpoints => {
-                    return Err(RouteError::BadQuery(
-                        "A checkpoint cannot be downloaded with exclude=checkpoints".into(),
-                    ));
-                }
-                Some(name) => ArchiveSource::Checkpoint(name),
-                None => ArchiveSource::Model {
-                    exclude_checkpoints,
-                },
-            };
+            let source = model_source(&mut query)?;
             let compression = match query.take("compression").as_deref() {
                 None | Some("auto") => Compression::Auto,
                 Some("stored") => Compression::Stored,
@@ -346,9 +332,59 @@ pub fn route(method: &str, target: &str) -> Result<Matched, RouteError> {
                 allow_incomplete,
             }
         }
+        Shape::Files(id) => {
+            let job = job_id(id)?;
+            let source = model_source(&mut query)?;
+            let sha256sum = match query.take("format").as_deref() {
+                None | Some("json") => false,
+                Some("sha256sum") => true,
+                Some(_) => {
+                    return Err(RouteError::BadQuery(
+                        "Invalid format: expected json or sha256sum".into(),
+                    ));
+                }
+            };
+            Route::Files {
+                job,
+                source,
+                sha256sum,
+            }
+        }
     };
     query.finish()?;
     Ok(Matched { route, head })
+}
+
+/// `?checkpoint=` or `?exclude=checkpoints` (or neither): which part of
+/// `model/` a download or a file listing covers.
+fn model_source(query: &mut Query) -> Result<ArchiveSource, RouteError> {
+    let checkpoint = match query.take("checkpoint") {
+        Some(name) => {
+            Some(CheckpointName::parse(&name).map_err(|_| RouteError::InvalidCheckpointName)?)
+        }
+        None => None,
+    };
+    let exclude_checkpoints = match query.take("exclude").as_deref() {
+        None => false,
+        Some("checkpoints") => true,
+        Some(_) => {
+            return Err(RouteError::BadQuery(
+                "Invalid exclude: expected checkpoints".into(),
+            ));
+        }
+    };
+    let source = match checkpoint {
+        Some(_) if exclude_checkpoints => {
+            return Err(RouteError::BadQuery(
+                "A checkpoint cannot be downloaded with exclude=checkpoints".into(),
+            ));
+        }
+        Some(name) => ArchiveSource::Checkpoint(name),
+        None => ArchiveSource::Model {
+            exclude_checkpoints,
+        },
+    };
+    Ok(source)
 }
 
 /// What the path matched, before the names in it are parsed.
@@ -358,6 +394,7 @@ enum Shape<'a> {
     Job(fn(JobId) -> Route, Option<&'a str>),
     Control(Action, Option<&'a str>),
     DownloadModel(Option<&'a str>),
+    Files(Option<&'a str>),
 }
 
 fn job_id(segment: Option<&str>) -> Result<JobId, RouteError> {

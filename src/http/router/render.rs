@@ -53,16 +53,7 @@ impl Route {
                 compression,
                 allow_incomplete,
             } => {
-                let mut query = Vec::new();
-                match source {
-                    ArchiveSource::Checkpoint(name) => {
-                        query.push(format!("checkpoint={}", percent::encode(name.as_str())));
-                    }
-                    ArchiveSource::Model {
-                        exclude_checkpoints: true,
-                    } => query.push("exclude=checkpoints".to_owned()),
-                    ArchiveSource::Model { .. } | ArchiveSource::Logs => {}
-                }
+                let mut query = source_query(source);
                 if *compression != Compression::Auto {
                     query.push(format!("compression={}", compression.as_str()));
                 }
@@ -72,6 +63,17 @@ impl Route {
                 ("GET", with_query(job(id, "download/model"), &query))
             }
             Route::DownloadLogs(id) => ("GET", job(id, "download/logs")),
+            Route::Files {
+                job: id,
+                source,
+                sha256sum,
+            } => {
+                let mut query = source_query(source);
+                if *sha256sum {
+                    query.push("format=sha256sum".to_owned());
+                }
+                ("GET", with_query(job(id, "files"), &query))
+            }
         }
     }
 }
@@ -81,5 +83,18 @@ fn with_query(path: String, query: &[String]) -> String {
         path
     } else {
         format!("{path}?{}", query.join("&"))
+    }
+}
+
+/// The query naming which part of the model a route covers.
+fn source_query(source: &ArchiveSource) -> Vec<String> {
+    match source {
+        ArchiveSource::Checkpoint(name) => {
+            vec![format!("checkpoint={}", percent::encode(name.as_str()))]
+        }
+        ArchiveSource::Model {
+            exclude_checkpoints: true,
+        } => vec!["exclude=checkpoints".to_owned()],
+        ArchiveSource::Model { .. } | ArchiveSource::Logs => Vec::new(),
     }
 }

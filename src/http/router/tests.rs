@@ -147,6 +147,7 @@ const ALL_VARIANTS: &[&str] = &[
     "Control",
     "DownloadModel",
     "DownloadLogs",
+    "Files",
 ];
 
 /// `ENDPOINTS` (which the OpenAPI test and the auth walk use) routes,
@@ -421,6 +422,13 @@ fn any_route() -> impl Strategy<Value = Route> {
             _ => Route::DownloadLogs(id),
         }),
         (any_job_id(), action).prop_map(|(id, action)| Route::Control(id, action)),
+        (any_job_id(), source.clone(), any::<bool>()).prop_map(|(job, source, sha256sum)| {
+            Route::Files {
+                job,
+                source,
+                sha256sum,
+            }
+        }),
         (any_job_id(), source, compression, any::<bool>()).prop_map(
             |(job, source, compression, allow_incomplete)| Route::DownloadModel {
                 job,
@@ -451,7 +459,7 @@ pub(crate) fn assert_route_names_parse(route: &Route) {
         | Route::WebSocket(j)
         | Route::DownloadLogs(j)
         | Route::Control(j, _) => Some(j),
-        Route::DownloadModel { job, source, .. } => {
+        Route::DownloadModel { job, source, .. } | Route::Files { job, source, .. } => {
             if let ArchiveSource::Checkpoint(c) = source {
                 assert_eq!(CheckpointName::parse(c.as_str()).as_ref(), Ok(c));
             }
