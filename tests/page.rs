@@ -44,19 +44,31 @@ fn run_page(base: &str, job: &str, token: Option<&str>, tag: &str) {
     assert!(out.status.success() && !report.contains("FAIL"), "{report}");
 }
 
-/// A root with a trainer that counts steps for a long while.
+/// A root with a trainer that counts steps for a long while (progress
+/// and a falling loss in its history), a recipe with typed params for the
+/// start form, and a run trainbox did not start (shown as external).
 fn counting_root(tag: &str) -> TempDir {
     let root = TempDir::new(tag);
     write(
         root.path(),
         "count.sh",
-        "i=0; while :; do i=$((i+1)); echo \"{\\\"step\\\": $i, \\\"total_steps\\\": 100000, \\\"loss\\\": 1}\" > p.tmp; mv p.tmp \"$TRAINBOX_PROGRESS_FILE\"; sleep 0.2; done\n",
+        "i=0; while :; do i=$((i+1)); l=$((1000 / i)); \
+         echo \"{\\\"step\\\": $i, \\\"total_steps\\\": 100000, \\\"loss\\\": $l}\" > p.tmp; \
+         cat p.tmp >> metrics.jsonl; mv p.tmp \"$TRAINBOX_PROGRESS_FILE\"; sleep 0.2; done\n",
     );
     let script = root.path().join("count.sh");
     write(
         root.path(),
         "recipes.json",
-        json!({"recipes": {"count": {"command": ["/bin/sh", script]}}}).to_string(),
+        json!({"recipes": {"count": {"command": ["/bin/sh", script],
+            "params": {"steps": {"type": "int", "min": 1, "max": 1000, "default": 100},
+                       "note": {"type": "string", "pattern": "[a-z]{1,8}", "default": "run"}}}}})
+        .to_string(),
+    );
+    write(
+        root.path(),
+        "jobs/someone-else/progress.json",
+        r#"{"step": 3, "total_steps": 10}"#,
     );
     root
 }

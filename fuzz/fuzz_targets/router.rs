@@ -45,7 +45,8 @@ fuzz_target!(|data: &[u8]| {
         | Route::Login
         | Route::Logout
         | Route::Asset(_)
-        | Route::StartJob => {}
+        | Route::StartJob
+        | Route::Recipes => {}
         Route::ListJobs(paging) => {
             if let Some(limit) = paging.limit {
                 assert!((1..=trainbox::http::router::PAGE_MAX).contains(&limit));

@@ -41,6 +41,7 @@ pub fn need(route: &Route) -> Need {
         | Route::Metrics
         | Route::OpenApi
         | Route::ListJobs(_)
+        | Route::Recipes
         | Route::Job(_)
         | Route::Checkpoints(_)
         | Route::Progress(_)

@@ -49,6 +49,44 @@ pub enum ParamSpec {
     },
 }
 
+impl ParamSpec {
+    /// What a client may send, as JSON: `type`, and `min`, `max`, `enum`,
+    /// `pattern` and `default` where the admin set them.
+    pub fn describe(&self) -> serde_json::Value {
+        use serde_json::json;
+        let mut out = match self {
+            ParamSpec::Int { min, max, default } => {
+                json!({ "type": "int", "min": min, "max": max, "default": default })
+            }
+            ParamSpec::Float { min, max, default } => {
+                json!({ "type": "float", "min": min, "max": max, "default": default })
+            }
+            ParamSpec::String {
+                choices,
+                pattern,
+                default,
+            } => json!({
+                "type": "string",
+                "enum": choices,
+                // As the admin wrote it: the anchors are ours.
+                "pattern": pattern.as_ref().map(|p| {
+                    let text = p.as_str();
+                    text.strip_prefix("^(?:")
+                        .and_then(|t| t.strip_suffix(")$"))
+                        .unwrap_or(text)
+                        .to_owned()
+                }),
+                "default": default,
+            }),
+            ParamSpec::Bool { default } => json!({ "type": "bool", "default": default }),
+        };
+        if let Some(fields) = out.as_object_mut() {
+            fields.retain(|_, value| !value.is_null());
+        }
+        out
+    }
+}
+
 /// All recipes of a root, by name.
 #[derive(Debug, Clone, Default)]
 pub struct Recipes(pub BTreeMap<String, Recipe>);

@@ -63,6 +63,45 @@ try {
     .then(() => check("Resume resumes", true), (e) => check("Resume resumes", false, String(e)));
   await page.screenshot({ path: `${shots}/running.png`, fullPage: true });
 
+  // The chart: ticks on both axes, the value under the pointer, a log scale.
+  await page.waitForSelector("#detail svg.chart polyline", { timeout: 20000 })
+    .then(() => check("the history chart is drawn", true), (e) => check("the history chart is drawn", false, String(e)));
+  const labels = async () => (await page.locator("#detail svg.chart text:not(.tip):not(.label)").allTextContents()).join(" ");
+  const linear = await labels();
+  check("the chart has tick labels on both axes", linear.split(" ").length >= 6, linear);
+  const box = await page.locator("#detail svg.chart").boundingBox();
+  await page.mouse.move(box.x + box.width * 0.7, box.y + box.height / 2);
+  const tip = await page.textContent("#detail svg.chart .tip");
+  check("hovering shows a step and its value", /^step \d+: loss /.test(tip || ""), tip);
+  await page.screenshot({ path: `${shots}/chart.png`, fullPage: true });
+  await page.check("#detail .chart-head input[type=checkbox]");
+  await page.waitForFunction((before) => {
+    const now = [...document.querySelectorAll("#detail svg.chart text:not(.tip):not(.label)")].map((t) => t.textContent).join(" ");
+    return now !== before;
+  }, linear, { timeout: 15000 }).then(() => check("the log scale redraws the axis", true),
+                                      (e) => check("the log scale redraws the axis", false, String(e)));
+  await page.screenshot({ path: `${shots}/chart-log.png`, fullPage: true });
+
+  check("a run trainbox did not start shows as external",
+    (await page.locator(".job:has-text('someone-else') .status.external").count()) === 1);
+  check("an empty model/ offers no model download", (await page.textContent("#detail")).includes("No model yet."));
+
+  // The start form, built from the server's recipes, validates at the field.
+  const before = await page.locator(".job").count();
+  check("the start form offers the server's recipes",
+    (await page.locator("#start select[name=recipe] option").allTextContents()).join(",") === "count");
+  await page.fill("#start input[name=param-note]", "NOT OK!");
+  await page.click("#start button[type=submit]");
+  await page.waitForTimeout(500);
+  check("a param outside its pattern is refused at the field",
+    (await page.locator("#start input[name=param-note]:invalid").count()) === 1 && (await page.locator(".job").count()) === before);
+  await page.fill("#start input[name=param-note]", "second");
+  await page.fill("#start input[name=param-steps]", "5");
+  await page.screenshot({ path: `${shots}/start-form.png`, fullPage: true });
+  await page.click("#start button[type=submit]");
+  await page.waitForFunction((n) => document.querySelectorAll(".job").length > n, before, { timeout: 15000 })
+    .then(() => check("a valid form starts a job", true), (e) => check("a valid form starts a job", false, String(e)));
+
   // What a cross-site page could not do, the page itself still does.
   const violations = problems.filter((p) => /Content Security Policy|Refused to/.test(p));
   check("no Content-Security-Policy violations", violations.length === 0, violations.join(" | "));

@@ -195,6 +195,33 @@ pub fn start(app: &App, request: &HttpRequest) -> Result<Reply, ApiError> {
     job_reply(app, 201, &id, true)
 }
 
+/// `GET /api/training/recipes`: each recipe's name and params (type,
+/// bounds, choices, pattern, default), for a start form; never the
+/// command, which is the admin's business.
+pub fn recipes(app: &App) -> Result<Reply, ApiError> {
+    let recipes = match app.store.recipes().context("reading recipes.json")? {
+        Some(bytes) => Recipes::parse(&bytes)?,
+        None => Recipes::default(),
+    };
+    let listed: Vec<Value> = recipes
+        .0
+        .iter()
+        .map(|(name, recipe)| {
+            let params: Vec<Value> = recipe
+                .params
+                .iter()
+                .map(|(param, spec)| {
+                    let mut described = spec.describe();
+                    described["name"] = json!(param);
+                    described
+                })
+                .collect();
+            json!({ "name": name, "params": params })
+        })
+        .collect();
+    Ok(Reply::Json(200, json!({ "recipes": listed })))
+}
+
 /// `POST /api/training/{job_id}/{pause,resume,cancel}` → 200 and the job.
 pub fn control(app: &App, id: &JobId, action: Action) -> Result<Reply, ApiError> {
     // The runner answers for a missing job (404) or one it does not hold

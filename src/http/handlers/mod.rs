@@ -70,6 +70,7 @@ pub fn dispatch(app: &App, request: &HttpRequest, matched: Matched) -> Result<Re
         Route::Progress(id) => jobs::progress(app, &id),
         Route::History(id) => jobs::history(app, &id),
         Route::StartJob => jobs::start(app, request),
+        Route::Recipes => jobs::recipes(app),
         Route::Control(id, action) => jobs::control(app, &id, action),
         Route::DownloadModel {
             job,

@@ -765,3 +765,30 @@ fn age(dir: &std::path::Path) {
     }
     fs::File::open(dir).unwrap().set_modified(then).unwrap();
 }
+
+#[test]
+fn recipes_are_listed_for_a_form_without_their_commands() {
+    let f = fixture();
+    assert_eq!(f.get("/api/training/recipes"), json!({ "recipes": [] }));
+    f.root.write(
+        "recipes.json",
+        r#"{"recipes": {"finetune": {"command": ["/opt/secret/train.py"],
+             "params": {"steps": {"type": "int", "min": 1, "max": 100, "default": 10},
+                        "lr": {"type": "float", "min": 0},
+                        "base": {"type": "string", "enum": ["tiny", "small"], "default": "tiny"},
+                        "run": {"type": "string", "pattern": "[a-z]{1,8}"},
+                        "fast": {"type": "bool", "default": true}}}}}"#,
+    );
+    let listed = f.get("/api/training/recipes");
+    assert_eq!(
+        listed,
+        json!({ "recipes": [{ "name": "finetune", "params": [
+            { "name": "base", "type": "string", "enum": ["tiny", "small"], "default": "tiny" },
+            { "name": "fast", "type": "bool", "default": true },
+            { "name": "lr", "type": "float", "min": 0.0 },
+            { "name": "run", "type": "string", "pattern": "[a-z]{1,8}" },
+            { "name": "steps", "type": "int", "min": 1, "max": 100, "default": 10 },
+        ]}]})
+    );
+    assert!(!listed.to_string().contains("secret"), "no command");
+}

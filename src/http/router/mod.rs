@@ -44,6 +44,8 @@ pub enum Route {
     ListJobs(Paging),
     /// `POST /api/training/jobs`
     StartJob,
+    /// `GET /api/training/recipes`: what jobs can be started with.
+    Recipes,
     /// `GET /api/training/jobs/{job_id}`
     Job(JobId),
     /// `GET /api/training/{job_id}/checkpoints`
@@ -92,6 +94,7 @@ impl Route {
             Route::Logout => "Logout",
             Route::ListJobs(_) => "ListJobs",
             Route::StartJob => "StartJob",
+            Route::Recipes => "Recipes",
             Route::Job(_) => "Job",
             Route::Checkpoints(_) => "Checkpoints",
             Route::Progress(_) => "Progress",
@@ -160,6 +163,7 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     (POST, "/login"),
     (POST, "/logout"),
     (GET_POST, "/api/training/jobs"),
+    (GET, "/api/training/recipes"),
     (GET, "/api/training/jobs/{job_id}"),
     (GET, "/api/training/{job_id}/checkpoints"),
     (GET, "/api/training/{job_id}/progress"),
@@ -233,6 +237,7 @@ pub fn route(method: &str, target: &str) -> Result<Matched, RouteError> {
         [Some("login")] => (POST, Shape::Fixed(Route::Login)),
         [Some("logout")] => (POST, Shape::Fixed(Route::Logout)),
         [Some("api"), Some("training"), Some("jobs")] => (GET_POST, Shape::Jobs),
+        [Some("api"), Some("training"), Some("recipes")] => (GET, Shape::Fixed(Route::Recipes)),
         [Some("api"), Some("training"), Some("jobs"), id] => (GET, Shape::Job(Route::Job, *id)),
         [Some("api"), Some("training"), id, Some(leaf)] => match *leaf {
             "checkpoints" => (GET, Shape::Job(Route::Checkpoints, *id)),

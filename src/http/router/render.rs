@@ -34,6 +34,7 @@ impl Route {
                 ("GET", with_query("/api/training/jobs".to_owned(), &query))
             }
             Route::StartJob => ("POST", "/api/training/jobs".to_owned()),
+            Route::Recipes => ("GET", "/api/training/recipes".to_owned()),
             Route::Job(id) => (
                 "GET",
                 format!("/api/training/jobs/{}", percent::encode(id.as_str())),
