@@ -245,7 +245,7 @@ fn a_manifest_waits_for_every_digest_and_names_are_checked() {
     );
 
     let writing = get(&format!("{url}?checkpoint=checkpoint-300&format=sha256sum"));
-    assert_eq!(writing.status, 503);
+    assert_eq!(writing.status, 409);
     assert_eq!(writing.header("retry-after"), Some("5"));
     assert_eq!(
         get(&format!("{url}?checkpoint=checkpoint-300")).json()["hashed"],

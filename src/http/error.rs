@@ -44,6 +44,9 @@ pub enum ApiError {
     MethodNotAllowed { allow: &'static str },
     /// 409: the job's state does not allow the action; the text says why.
     Conflict(String),
+    /// 409 with `Retry-After`: what was asked for is being prepared (a
+    /// manifest whose files are still being hashed); the text says what.
+    NotReady(&'static str),
     /// 413: the request body is larger than the limit.
     PayloadTooLarge,
     /// 416: a `Range` outside the archive of `len` bytes.
@@ -82,7 +85,7 @@ impl ApiError {
             | ApiError::CheckpointNotFound(_)
             | ApiError::LogNotFound(_) => 404,
             ApiError::MethodNotAllowed { .. } => 405,
-            ApiError::Conflict(_) => 409,
+            ApiError::Conflict(_) | ApiError::NotReady(_) => 409,
             ApiError::PayloadTooLarge => 413,
             ApiError::UnsupportedMediaType(_) => 415,
             ApiError::RangeNotSatisfiable { .. } => 416,
@@ -98,7 +101,9 @@ impl ApiError {
         match self {
             ApiError::MethodNotAllowed { allow } => vec![("Allow", (*allow).to_owned())],
             ApiError::Unauthorized => vec![("WWW-Authenticate", "Bearer".to_owned())],
-            ApiError::Unavailable(_) => vec![("Retry-After", "5".to_owned())],
+            ApiError::Unavailable(_) | ApiError::NotReady(_) => {
+                vec![("Retry-After", "5".to_owned())]
+            }
             ApiError::TooManyRequests { retry_after, .. } => {
                 vec![("Retry-After", retry_after.to_string())]
             }
@@ -139,7 +144,7 @@ impl fmt::Display for ApiError {
             ApiError::LogNotFound(job) => write!(f, "Training log not found for job {job}"),
             ApiError::MethodNotAllowed { .. } => f.write_str("Method Not Allowed"),
             ApiError::PayloadTooLarge => f.write_str("Request body too large"),
-            ApiError::Unavailable(why) => f.write_str(why),
+            ApiError::Unavailable(why) | ApiError::NotReady(why) => f.write_str(why),
             ApiError::RecipesBroken(why) => write!(f, "No job can start: {why}"),
             ApiError::Internal => f.write_str("Internal Server Error"),
         }

@@ -87,7 +87,7 @@ pub fn files(
         .map(|f| app.digests.get(&f.fingerprint).map(|d| d.sha256_hex()))
         .collect();
     if sha256sum {
-        let manifest = app.digests.sha256sums(&files).ok_or(ApiError::Unavailable(
+        let manifest = app.digests.sha256sums(&files).ok_or(ApiError::NotReady(
             "The SHA-256 of some files is still being computed; try again shortly",
         ))?;
         return Ok(Reply::Page {
