@@ -8,7 +8,7 @@
 //! all hashed. Files are read through the store's cap-std root, and a file
 //! whose fingerprint changes while it is read is not recorded.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
 use std::sync::{Arc, Weak};
 use std::thread;
@@ -25,6 +25,9 @@ use crate::store::{Stamp, Store};
 
 /// A pass also starts this long after the last when nothing changed.
 const RESCAN: Duration = Duration::from_secs(60);
+/// How often a running job's checkpoints are looked at for new complete
+/// ones (a checkpoint settles in `CHECKPOINT_SETTLE`).
+const RUNNING_LOOK: Duration = Duration::from_secs(5);
 /// The most bytes hashed per second: a bound on the disk bandwidth taken.
 pub const PACE_BYTES_PER_SEC: u64 = 512 << 20;
 const CHUNK: usize = 1 << 20;
@@ -40,6 +43,7 @@ pub fn start(index: &Arc<JobIndex>, store: Arc<Store>, digests: Arc<Digests>) ->
                 store,
                 digests,
                 hashed: HashMap::new(),
+                looked: HashMap::new(),
                 pace: Pace::new(PACE_BYTES_PER_SEC),
                 buf: vec![0; CHUNK],
             };
@@ -78,6 +82,8 @@ struct Worker {
     digests: Arc<Digests>,
     /// Jobs whose every file is hashed, with what their files looked like.
     hashed: HashMap<JobId, Stamp>,
+    /// When each job was last looked at.
+    looked: HashMap<JobId, Instant>,
     pace: Pace,
     buf: Vec<u8>,
 }
@@ -85,18 +91,34 @@ struct Worker {
 impl Worker {
     fn pass(&mut self, index: &JobIndex) {
         let ids = index.ids();
-        self.hashed.retain(|id, _| ids.contains(id));
-        for id in ids {
-            let Some(entry) = index.job(&id) else {
+        let present: HashSet<&JobId> = ids.iter().collect();
+        self.hashed.retain(|id, _| present.contains(id));
+        self.looked.retain(|id, _| present.contains(id));
+        for id in &ids {
+            let Some(entry) = index.job(id) else {
                 continue;
             };
-            let Ok(Some(dir)) = self.store.job(&id) else {
-                continue;
-            };
-            let stamp = dir.stamp();
-            if self.hashed.get(&id) == Some(&stamp) {
+            // The index's stamp of the job's files: nothing read here for
+            // a job already hashed and unchanged.
+            let stamp = entry.stamp;
+            if self.hashed.get(id) == Some(&stamp) {
                 continue;
             }
+            // A running job changes with every progress write: its
+            // checkpoints are looked at now and then, not at each write.
+            if !entry.status.is_final()
+                && self
+                    .looked
+                    .get(id)
+                    .is_some_and(|at| at.elapsed() < RUNNING_LOOK)
+            {
+                continue;
+            }
+            self.looked.insert(id.clone(), Instant::now());
+            let Ok(Some(dir)) = self.store.job(id) else {
+                continue;
+            };
+            let id = id.clone();
             // Finished: the whole model. Still running: only what will not
             // change any more, its complete checkpoints.
             let (sources, all) = if entry.status.is_final() {
