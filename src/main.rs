@@ -270,15 +270,17 @@ fn demo(args: &ServerArgs, steps: u64) -> Result<(), String> {
         };
         let first = submit("demo run", steps)?;
         let second = submit("queued run", steps)?;
-        println!(
-            "{}",
-            demo::banner(
-                &format!("http://{local}"),
-                &shown_root,
-                &first.id,
-                &second.id
-            )
+        let banner = demo::banner(
+            &format!("http://{local}"),
+            &shown_root,
+            &first.id,
+            &second.id,
         );
+        // Whoever reads our output may stop reading (a pipe to `head`, a
+        // test that has what it needs): the demo serves on regardless,
+        // where println! would panic on the closed pipe.
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
         Ok(())
     });
     let served = serve(&root, args, Some(on_ready));
