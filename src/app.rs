@@ -1,7 +1,8 @@
 //! `App`: what every handler shares — the store, the caches, the limits.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::access::Access;
@@ -9,6 +10,7 @@ use crate::archive::cache::Caches;
 use crate::doorbell::Doorbell;
 use crate::index::JobIndex;
 use crate::metrics::Metrics;
+use crate::names::JobId;
 use crate::runner::Jobs;
 use crate::store::Store;
 use crate::store::digests::Digests;
@@ -65,6 +67,8 @@ pub struct App {
     /// exact lengths, cheap resumes and no repeated deflating.
     pub caches: Arc<Caches>,
     pub downloads: Counter,
+    /// Downloads in flight by job (deletion waits for none).
+    pub job_downloads: JobDownloads,
     pub streams: Counter,
     /// Rung when a download starts or ends (for `STATUS=`).
     pub changes: Doorbell,
@@ -97,6 +101,7 @@ impl App {
             limits,
             caches: Arc::new(Caches::default()),
             downloads: Counter::default(),
+            job_downloads: JobDownloads::default(),
             streams: Counter::default(),
             changes,
             stopping: std::sync::atomic::AtomicBool::new(false),
@@ -124,6 +129,44 @@ impl Counter {
 
     pub fn current(&self) -> usize {
         self.0.load(Ordering::Acquire)
+    }
+}
+
+/// Downloads in flight by job, so a job is not deleted under one.
+#[derive(Default)]
+pub struct JobDownloads(Arc<Mutex<HashMap<JobId, usize>>>);
+
+impl JobDownloads {
+    /// Counts a download of `id` until the guard is dropped.
+    pub fn enter(&self, id: &JobId) -> JobDownload {
+        *self.lock().entry(id.clone()).or_default() += 1;
+        JobDownload(Arc::clone(&self.0), id.clone())
+    }
+
+    /// Runs `remove` unless a download of `id` is in flight (then `None`);
+    /// no download of it is admitted meanwhile.
+    pub fn unless_downloading<T>(&self, id: &JobId, remove: impl FnOnce() -> T) -> Option<T> {
+        let held = self.lock();
+        (held.get(id).copied().unwrap_or(0) == 0).then(remove)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, usize>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One download of a job in flight (see [`JobDownloads`]).
+pub struct JobDownload(Arc<Mutex<HashMap<JobId, usize>>>, JobId);
+
+impl Drop for JobDownload {
+    fn drop(&mut self) {
+        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = held.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.1);
+            }
+        }
     }
 }
 

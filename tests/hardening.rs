@@ -63,7 +63,9 @@ fn endpoints() -> Vec<(&'static str, String)> {
     ENDPOINTS
         .iter()
         .flat_map(|(methods, template)| {
-            let path = template.replace("{job_id}", "j1");
+            let path = template
+                .replace("{job_id}", "j1")
+                .replace("{name}", "checkpoint-1");
             methods
                 .split(", ")
                 .map(move |m| (m, path.clone()))
@@ -135,7 +137,7 @@ fn roles_decide_what_a_token_may_do() {
         };
         let as_reader = request(&server, method, &path, &read);
         let as_controller = request(&server, method, &path, &control);
-        if method == "POST" {
+        if method == "POST" || method == "DELETE" {
             assert_eq!(
                 as_reader.status, 403,
                 "{method} {path}: read may not control"

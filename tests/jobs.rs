@@ -700,3 +700,93 @@ fn a_graceful_stop_lets_every_trainer_handle_sigterm() {
         );
     }
 }
+
+/// Cleanup over a real server: a running job and one being downloaded are
+/// not deleted; a finished one is, with all its checkpoints, at once.
+#[test]
+fn jobs_are_deleted_only_once_ended_and_not_downloading() {
+    let root = TempDir::new("delete");
+    recipes(root.path());
+    let server = Server::start(root.path(), &["--cancel-grace", "1"]);
+    let id = start(&server, json!({"recipe": "polite"}))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_status(&server, &id, &["running"]);
+    let url = server.url(&format!("/api/training/jobs/{id}"));
+    let refused = delete(&url);
+    assert_eq!(
+        refused.status,
+        409,
+        "{}",
+        String::from_utf8_lossy(&refused.body)
+    );
+    assert_eq!(
+        refused.json()["detail"],
+        "Job is running; cancel it (or wait for it to end) first"
+    );
+    assert_eq!(control(&server, &id, "cancel").status, 200);
+    wait_status(&server, &id, &["cancelled"]);
+
+    // A finished job with ten checkpoints and a download in flight.
+    make_job(root.path(), "done");
+    let model = root.path().join("jobs/done/model");
+    for step in 1..=10 {
+        write(
+            &model,
+            &format!("checkpoint-{step}00/weights.bin"),
+            floats(1 << 20, step),
+        );
+        write(
+            &model,
+            &format!("checkpoint-{step}00/trainer_state.json"),
+            "{}",
+        );
+    }
+    write(
+        root.path(),
+        "jobs/done/job.json",
+        r#"{"id":"done","recipe":"demo","status":"completed","created_at":"2026-01-01T00:00:00.000Z"}"#,
+    );
+    let mut downloading = TcpStream::connect(server.addr).unwrap();
+    small_receive_buffer(&downloading, 4096);
+    write!(
+        downloading,
+        "GET /api/training/done/download/model?compression=stored HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    )
+    .unwrap();
+    let mut first = [0u8; 1024];
+    downloading.read_exact(&mut first).unwrap();
+    let done_url = server.url("/api/training/jobs/done");
+    let busy = delete(&done_url);
+    assert_eq!(busy.status, 409);
+    assert_eq!(
+        busy.json()["detail"],
+        "A download of this job is in progress; try again once it ends"
+    );
+    drop(downloading);
+    let started = Instant::now();
+    assert!(eventually(Duration::from_secs(30), || delete(&done_url)
+        .status
+        == 200));
+    eprintln!(
+        "a job with 10 checkpoints deleted {:?} after its download was dropped",
+        started.elapsed()
+    );
+    assert!(!root.path().join("jobs/done").exists());
+    assert_eq!(get(&done_url).status, 404);
+    let listed = get(&server.url("/api/training/jobs")).json();
+    assert!(
+        listed["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|j| j["id"] != "done")
+    );
+
+    // The cancelled job goes too.
+    let started = Instant::now();
+    assert_eq!(delete(&url).status, 200);
+    eprintln!("a cancelled job deleted in {:?}", started.elapsed());
+    assert!(server.logged(&format!("job {id}: deleted")));
+}

@@ -27,7 +27,12 @@ fuzz_target!(|data: &[u8]| {
         | Route::Events(id)
         | Route::WebSocket(id)
         | Route::DownloadLogs(id)
-        | Route::Control(id, _) => job_ok(id),
+        | Route::Control(id, _)
+        | Route::DeleteJob(id) => job_ok(id),
+        Route::DeleteCheckpoint(job, c) => {
+            job_ok(job);
+            assert_eq!(CheckpointName::parse(c.as_str()).as_ref(), Ok(c));
+        }
         Route::DownloadModel { job, source, .. } | Route::Files { job, source, .. } => {
             job_ok(job);
             match source {

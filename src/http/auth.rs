@@ -35,7 +35,10 @@ pub fn need(route: &Route) -> Need {
     match route {
         // The login form checks the token it is given itself.
         Route::Health | Route::Login | Route::Asset(_) => Need::Nothing,
-        Route::StartJob | Route::Control(..) => Need::Role(Role::Control),
+        Route::StartJob
+        | Route::Control(..)
+        | Route::DeleteJob(_)
+        | Route::DeleteCheckpoint(..) => Need::Role(Role::Control),
         Route::Index
         | Route::Logout
         | Route::Metrics

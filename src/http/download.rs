@@ -24,7 +24,7 @@ use super::range::{RangeRequest, parse_range};
 use super::request::HttpRequest;
 use super::respond::{self, ChunkedWriter, Framing, write_head};
 use super::sink::{SocketSink, is_client_error};
-use crate::app::{App, Slot};
+use crate::app::{App, JobDownload, Slot};
 use crate::archive::digest::{changed, is_changed};
 use crate::archive::plan::Fingerprint;
 use crate::archive::stream::{ArchiveReader, MemberSource};
@@ -93,6 +93,8 @@ pub struct Download {
     contents: String,
     head: bool,
     _slot: Slot,
+    /// Holds the job against deletion while this download runs.
+    _job: JobDownload,
 }
 
 fn slot(app: &App) -> Result<Slot, ApiError> {
@@ -116,6 +118,8 @@ pub fn admit(
     head: bool,
 ) -> Result<Download, ApiError> {
     let job = super::open_job(app, id)?;
+    // From here on the job is not deleted under this download.
+    let held = app.job_downloads.enter(id);
     let missing = || match source {
         ArchiveSource::Model { .. } => ApiError::ModelNotFound(id.clone()),
         ArchiveSource::Checkpoint(name) => ApiError::CheckpointNotFound(name.clone()),
@@ -168,6 +172,7 @@ pub fn admit(
         filename,
         contents,
         head,
+        _job: held,
         _slot: slot(app)?,
     })
 }

@@ -115,6 +115,9 @@ pub trait Jobs: Send + Sync {
     fn active_count(&self) -> usize;
     /// Jobs waiting now.
     fn queued_count(&self) -> usize;
+    /// True while the job is queued or has a trainer (running, paused,
+    /// being cancelled): it must not be deleted.
+    fn holds(&self, id: &JobId) -> bool;
     /// `"cgroup"` or `"process-group"`.
     fn control_mode(&self) -> &'static str;
 }
@@ -142,6 +145,10 @@ impl Jobs for Runner {
     }
     fn queued_count(&self) -> usize {
         Runner::queued_count(self)
+    }
+    fn holds(&self, id: &JobId) -> bool {
+        let state = self.shared.lock();
+        state.queue.contains(id) || state.active.contains_key(id)
     }
     fn control_mode(&self) -> &'static str {
         Runner::control_mode(self)

@@ -112,6 +112,23 @@ impl JobDir {
         }))
     }
 
+    /// Deletes checkpoint `name` (a directory with everything in it, or a
+    /// `.ckpt` file), through the job's own directory; links are removed,
+    /// never followed. `Ok(false)` when there is no such checkpoint.
+    pub fn remove_checkpoint(&self, name: &CheckpointName) -> io::Result<bool> {
+        if self.checkpoint(name)?.is_none() {
+            return Ok(false);
+        }
+        let path = format!("{MODEL_DIR}/{name}");
+        let meta = self.dir.symlink_metadata(&path)?;
+        if meta.is_dir() {
+            self.dir.remove_dir_all(&path)?;
+        } else {
+            self.dir.remove_file(&path)?;
+        }
+        Ok(true)
+    }
+
     /// The files a download of `source` archives, found now, with the
     /// job to open them through. `Ok(None)` when there is nothing to
     /// archive: no model directory, no such (or an in-progress) checkpoint,

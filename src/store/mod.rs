@@ -113,6 +113,12 @@ impl Store {
         })
     }
 
+    /// Deletes a job's directory and everything in it, through the root
+    /// (cap-std removes links, never what they point to).
+    pub fn remove_job(&self, id: &JobId) -> io::Result<()> {
+        self.root.remove_dir_all(format!("{JOBS_DIR}/{id}"))
+    }
+
     /// The ids of all job directories; names that are not valid job ids are
     /// not jobs (and could not be addressed anyway).
     pub fn job_ids(&self) -> io::Result<Vec<JobId>> {

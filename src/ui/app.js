@@ -279,6 +279,19 @@ function follow(id) {
   source.addEventListener("end", (e) => { show(e); source.close(); source = null; refreshJobs(); refreshDetail(); });
 }
 
+/// Deletes after the user confirms; refreshes the page's view.
+async function remove(url, what, gone = () => {}) {
+  if (!window.confirm(`Delete ${what}? This cannot be undone.`)) return;
+  try {
+    const r = await fetch(url, { method: "DELETE" });
+    const body = await r.json().catch(() => ({}));
+    if (!r.ok) throw new Error(body.detail || r.statusText);
+    showError("");
+    gone();
+  } catch (e) { showError(e.message); }
+  refreshJobs(); refreshDetail();
+}
+
 function controls(job) {
   const button = (label, action, enabled) =>
     h("button", { type: "button", disabled: !enabled, onclick: () => act(action) }, label);
@@ -286,12 +299,22 @@ function controls(job) {
     button("Pause", "pause", job.status === "running"), " ",
     button("Resume", "resume", job.status === "paused"), " ",
     button("Cancel", "cancel", ["queued", "running", "paused"].includes(job.status)), " ",
+    h("button", {
+      type: "button", class: "danger", disabled: !FINAL.includes(job.status),
+      onclick: () => remove(api("jobs/" + encodeURIComponent(job.id)), `job ${job.id} and all its files`, () => {
+        if (selected === job.id) {
+          selected = null;
+          if (source) { source.close(); source = null; following = null; }
+          $("detail").replaceChildren(h("p", { class: "muted" }, "Select a job."));
+        }
+      }),
+    }, "Delete job"), " ",
     job.exit_code != null ? h("span", { class: "muted" }, `exit code ${job.exit_code} `) : null,
     job.signal != null ? h("span", { class: "muted" }, `signal ${job.signal} `) : null,
     job.error ? h("span", { class: "muted" }, job.error) : null);
 }
 
-function checkpointTable(id, checkpoints) {
+function checkpointTable(id, checkpoints, finished) {
   if (!checkpoints.length) return h("p", { class: "muted" }, "No checkpoints yet.");
   return h("table", {},
     h("tr", {}, ["name", "step", "size", "modified", ""].map((t) => h("th", {}, t))),
@@ -300,7 +323,9 @@ function checkpointTable(id, checkpoints) {
       h("td", {}, mib(c.size_bytes)), h("td", {}, c.modified_at),
       h("td", {}, c.complete
         ? h("a", { class: "button", href: api(id + "/download/model?checkpoint=" + encodeURIComponent(c.name)) }, "Download")
-        : h("span", { class: "muted" }, "being written…")))));
+        : h("span", { class: "muted" }, "being written…"),
+        finished ? [" ", h("button", { type: "button", class: "danger",
+          onclick: () => remove(api(id + "/checkpoints/" + encodeURIComponent(c.name)), `checkpoint ${c.name}`) }, "Delete")] : null))));
 }
 
 const mib = (bytes) => `${(bytes / 1048576).toFixed(bytes < 10485760 ? 2 : 0)} MiB`;
@@ -339,7 +364,7 @@ async function refreshDetail() {
       h("p", {},
         job.has_model ? await modelButtons(id) : h("span", { class: "muted" }, "No model yet."), " ",
         h("a", { class: "button", href: api(id + "/download/logs") }, "Logs (ZIP)")),
-      h("h3", {}, "Checkpoints"), checkpointTable(id, cps.checkpoints));
+      h("h3", {}, "Checkpoints"), checkpointTable(id, cps.checkpoints, FINAL.includes(job.status)));
   } catch (e) { $("detail").replaceChildren(h("p", { class: "error" }, e.message)); }
 }
 

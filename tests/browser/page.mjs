@@ -102,6 +102,19 @@ try {
   await page.waitForFunction((n) => document.querySelectorAll(".job").length > n, before, { timeout: 15000 })
     .then(() => check("a valid form starts a job", true), (e) => check("a valid form starts a job", false, String(e)));
 
+  // Cancel the job just started, then delete it (confirming the dialog).
+  page.on("dialog", (d) => d.accept());
+  await page.click(".job >> nth=0");
+  await page.waitForSelector("#detail button:has-text('Cancel'):not([disabled])", { timeout: 15000 });
+  check("a running job cannot be deleted", await page.isDisabled("#detail button:has-text('Delete job')"));
+  await page.click("#detail button:has-text('Cancel')");
+  await page.waitForSelector("#detail .status.cancelled", { timeout: 20000 })
+    .then(() => check("Cancel cancels", true), (e) => check("Cancel cancels", false, String(e)));
+  await page.click("#detail button:has-text('Delete job')");
+  await page.waitForFunction((n) => document.querySelectorAll(".job").length === n, before, { timeout: 15000 })
+    .then(() => check("Delete job removes it, after a confirmation", true),
+          (e) => check("Delete job removes it, after a confirmation", false, String(e)));
+
   // What a cross-site page could not do, the page itself still does.
   const violations = problems.filter((p) => /Content Security Policy|Refused to/.test(p));
   check("no Content-Security-Policy violations", violations.length === 0, violations.join(" | "));

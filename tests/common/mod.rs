@@ -332,6 +332,10 @@ pub fn head(url: &str) -> Reply {
     collect(agent().head(url).call().expect("request completes"))
 }
 
+pub fn delete(url: &str) -> Reply {
+    collect(agent().delete(url).call().expect("request completes"))
+}
+
 pub fn post(url: &str, body: &str) -> Reply {
     post_with(url, body, &[])
 }

@@ -12,7 +12,7 @@ use crate::http::error::{ApiError, Context};
 use crate::http::open_job;
 use crate::http::request::HttpRequest;
 use crate::http::router::{Action, Paging};
-use crate::names::JobId;
+use crate::names::{CheckpointName, JobId};
 use crate::runner::recipes::{Recipes, check_params};
 use crate::text::printable;
 use crate::timefmt;
@@ -220,6 +220,59 @@ pub fn recipes(app: &App) -> Result<Reply, ApiError> {
         })
         .collect();
     Ok(Reply::Json(200, json!({ "recipes": listed })))
+}
+
+/// Refuses (409) to delete from a job that runs (queued, running,
+/// paused, being cancelled, or written to by a trainer trainbox did not
+/// start).
+fn refuse_while_running(app: &App, id: &JobId) -> Result<(), ApiError> {
+    let entry = app.index.refresh(id).ok_or(ApiError::JobNotFound)?;
+    if app.runner.holds(id) || !entry.status.is_final() {
+        return Err(ApiError::Conflict(format!(
+            "Job is {}; cancel it (or wait for it to end) first",
+            entry.status.as_str()
+        )));
+    }
+    Ok(())
+}
+
+const DOWNLOADING: &str = "A download of this job is in progress; try again once it ends";
+
+/// `DELETE /api/training/jobs/{job_id}`: the job's directory and all in
+/// it, unless it runs or is being downloaded (409).
+pub fn delete_job(app: &App, id: &JobId) -> Result<Reply, ApiError> {
+    refuse_while_running(app, id)?;
+    app.job_downloads
+        .unless_downloading(id, || app.store.remove_job(id))
+        .ok_or_else(|| ApiError::Conflict(DOWNLOADING.into()))?
+        .context("deleting a job")?;
+    app.index.refresh(id);
+    log::info!("job {id}: deleted");
+    Ok(Reply::Json(
+        200,
+        json!({ "job_id": id.as_str(), "deleted": true }),
+    ))
+}
+
+/// `DELETE /api/training/{job_id}/checkpoints/{name}`: one checkpoint, on
+/// the same terms as deleting the job.
+pub fn delete_checkpoint(app: &App, id: &JobId, name: &CheckpointName) -> Result<Reply, ApiError> {
+    refuse_while_running(app, id)?;
+    let job = open_job(app, id)?;
+    let removed = app
+        .job_downloads
+        .unless_downloading(id, || job.remove_checkpoint(name))
+        .ok_or_else(|| ApiError::Conflict(DOWNLOADING.into()))?
+        .context("deleting a checkpoint")?;
+    if !removed {
+        return Err(ApiError::CheckpointNotFound(name.clone()));
+    }
+    app.index.refresh(id);
+    log::info!("job {id}: checkpoint {name} deleted");
+    Ok(Reply::Json(
+        200,
+        json!({ "job_id": id.as_str(), "checkpoint": name.as_str(), "deleted": true }),
+    ))
 }
 
 /// `POST /api/training/{job_id}/{pause,resume,cancel}` → 200 and the job.

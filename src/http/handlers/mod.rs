@@ -71,6 +71,8 @@ pub fn dispatch(app: &App, request: &HttpRequest, matched: Matched) -> Result<Re
         Route::History(id) => jobs::history(app, &id),
         Route::StartJob => jobs::start(app, request),
         Route::Recipes => jobs::recipes(app),
+        Route::DeleteJob(id) => jobs::delete_job(app, &id),
+        Route::DeleteCheckpoint(id, name) => jobs::delete_checkpoint(app, &id, &name),
         Route::Control(id, action) => jobs::control(app, &id, action),
         Route::DownloadModel {
             job,

@@ -84,6 +84,8 @@ struct FakeJobs {
     queue_full: bool,
     conflict: Option<&'static str>,
     asked: Mutex<Vec<String>>,
+    /// Jobs the fake runner says it holds (queued or running).
+    held: Mutex<Vec<JobId>>,
 }
 
 impl Jobs for FakeJobs {
@@ -130,6 +132,10 @@ impl Jobs for FakeJobs {
         0
     }
 
+    fn holds(&self, id: &JobId) -> bool {
+        self.held.lock().unwrap().iter().any(|h| h == id)
+    }
+
     fn control_mode(&self) -> &'static str {
         "process-group"
     }
@@ -171,6 +177,7 @@ fn fixture_with(runner: impl FnOnce(&mut FakeJobs), app: impl FnOnce(&mut App)) 
         queue_full: false,
         conflict: None,
         asked: Mutex::new(Vec::new()),
+        held: Mutex::new(Vec::new()),
     };
     runner(&mut fake);
     let jobs = Arc::new(fake);
@@ -791,4 +798,86 @@ fn recipes_are_listed_for_a_form_without_their_commands() {
         ]}]})
     );
     assert!(!listed.to_string().contains("secret"), "no command");
+}
+
+#[test]
+fn deleting_waits_for_the_job_to_end_and_its_downloads_to_finish() {
+    let f = fixture();
+    f.root
+        .managed_job("j1", JobStatus::Completed, "2026-11-28T10:00:00Z");
+    f.root.write("jobs/j1/model/config.json", "{}");
+    f.root.write("jobs/j1/model/checkpoint-5/weights.bin", "w");
+    f.root.write("jobs/j1/model/epoch=1-step=5.ckpt", "c");
+    let delete = |target: &str| HttpRequest::new("DELETE", target);
+
+    // Held by the runner (queued or running): refused.
+    f.jobs
+        .held
+        .lock()
+        .unwrap()
+        .push(JobId::parse("j1").unwrap());
+    assert!(matches!(
+        f.refused(delete("/api/training/jobs/j1")),
+        ApiError::Conflict(detail) if detail.contains("cancel it")
+    ));
+    f.jobs.held.lock().unwrap().clear();
+
+    // A download in flight: refused until it ends.
+    let download = f.app.job_downloads.enter(&JobId::parse("j1").unwrap());
+    assert!(matches!(
+        f.refused(delete("/api/training/j1/checkpoints/checkpoint-5")),
+        ApiError::Conflict(detail) if detail.contains("download")
+    ));
+    drop(download);
+
+    let (status, body) = f.json(delete("/api/training/j1/checkpoints/checkpoint-5"));
+    assert_eq!((status, body["deleted"].as_bool()), (200, Some(true)));
+    assert!(!f.root.job("j1").join("model/checkpoint-5").exists());
+    let (status, _) = f.json(delete("/api/training/j1/checkpoints/epoch=1-step=5.ckpt"));
+    assert_eq!(status, 200);
+    assert_eq!(
+        f.refused(delete("/api/training/j1/checkpoints/checkpoint-5")),
+        ApiError::CheckpointNotFound(crate::names::CheckpointName::parse("checkpoint-5").unwrap())
+    );
+
+    let (status, _) = f.json(delete("/api/training/jobs/j1"));
+    assert_eq!(status, 200);
+    assert!(!f.root.job("j1").exists());
+    assert_eq!(
+        f.refused(delete("/api/training/jobs/j1")),
+        ApiError::JobNotFound
+    );
+    assert_eq!(
+        f.refused(HttpRequest::new("GET", "/api/training/jobs/j1")),
+        ApiError::JobNotFound
+    );
+}
+
+#[test]
+fn a_run_written_by_another_trainer_is_not_deleted_under_it() {
+    let f = fixture();
+    // No record, written just now: running, as far as anyone can tell.
+    f.root
+        .write("jobs/ext/progress.json", r#"{"step": 1, "total_steps": 9}"#);
+    assert!(matches!(
+        f.refused(HttpRequest::new("DELETE", "/api/training/jobs/ext")),
+        ApiError::Conflict(detail) if detail.contains("running")
+    ));
+}
+
+#[test]
+fn deleting_removes_links_never_what_they_point_to() {
+    let f = fixture();
+    f.root
+        .managed_job("j1", JobStatus::Failed, "2026-11-28T10:00:00Z");
+    f.root.write("outside/keep.bin", "precious");
+    let outside = f.root.0.join("outside");
+    std::os::unix::fs::symlink(&outside, f.root.job("j1").join("model/linked")).unwrap();
+    std::os::unix::fs::symlink(&outside, f.root.job("j1").join("model/checkpoint-9")).unwrap();
+    let (status, _) = f.json(HttpRequest::new("DELETE", "/api/training/jobs/j1"));
+    assert_eq!(status, 200);
+    assert_eq!(
+        fs::read_to_string(outside.join("keep.bin")).unwrap(),
+        "precious"
+    );
 }

@@ -46,6 +46,10 @@ pub enum Route {
     StartJob,
     /// `GET /api/training/recipes`: what jobs can be started with.
     Recipes,
+    /// `DELETE /api/training/jobs/{job_id}`: the job and all its files.
+    DeleteJob(JobId),
+    /// `DELETE /api/training/{job_id}/checkpoints/{name}`.
+    DeleteCheckpoint(JobId, CheckpointName),
     /// `GET /api/training/jobs/{job_id}`
     Job(JobId),
     /// `GET /api/training/{job_id}/checkpoints`
@@ -95,6 +99,8 @@ impl Route {
             Route::ListJobs(_) => "ListJobs",
             Route::StartJob => "StartJob",
             Route::Recipes => "Recipes",
+            Route::DeleteJob(_) => "DeleteJob",
+            Route::DeleteCheckpoint(..) => "DeleteCheckpoint",
             Route::Job(_) => "Job",
             Route::Checkpoints(_) => "Checkpoints",
             Route::Progress(_) => "Progress",
@@ -164,7 +170,8 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     (POST, "/logout"),
     (GET_POST, "/api/training/jobs"),
     (GET, "/api/training/recipes"),
-    (GET, "/api/training/jobs/{job_id}"),
+    (GET_DELETE, "/api/training/jobs/{job_id}"),
+    (DELETE, "/api/training/{job_id}/checkpoints/{name}"),
     (GET, "/api/training/{job_id}/checkpoints"),
     (GET, "/api/training/{job_id}/progress"),
     (GET, "/api/training/{job_id}/metrics"),
@@ -197,6 +204,8 @@ pub enum RouteError {
 const GET: &str = "GET, HEAD";
 const POST: &str = "POST";
 const GET_POST: &str = "GET, HEAD, POST";
+const DELETE: &str = "DELETE";
+const GET_DELETE: &str = "GET, HEAD, DELETE";
 
 /// Routes a request. `method` is the request method as sent, `target` the
 /// request target (origin form: path and optional query).
@@ -238,7 +247,10 @@ pub fn route(method: &str, target: &str) -> Result<Matched, RouteError> {
         [Some("logout")] => (POST, Shape::Fixed(Route::Logout)),
         [Some("api"), Some("training"), Some("jobs")] => (GET_POST, Shape::Jobs),
         [Some("api"), Some("training"), Some("recipes")] => (GET, Shape::Fixed(Route::Recipes)),
-        [Some("api"), Some("training"), Some("jobs"), id] => (GET, Shape::Job(Route::Job, *id)),
+        [Some("api"), Some("training"), Some("jobs"), id] => (GET_DELETE, Shape::JobOrDelete(*id)),
+        [Some("api"), Some("training"), id, Some("checkpoints"), name] => {
+            (DELETE, Shape::DeleteCheckpoint(*id, *name))
+        }
         [Some("api"), Some("training"), id, Some(leaf)] => match *leaf {
             "checkpoints" => (GET, Shape::Job(Route::Checkpoints, *id)),
             "progress" => (GET, Shape::Job(Route::Progress, *id)),
@@ -271,9 +283,12 @@ pub fn route(method: &str, target: &str) -> Result<Matched, RouteError> {
     let head = method == "HEAD";
     let is_get = method == "GET" || head;
     let is_post = method == "POST";
+    let is_delete = method == "DELETE";
     let method_ok = match allow {
         GET => is_get,
         POST => is_post,
+        DELETE => is_delete,
+        GET_DELETE => is_get || is_delete,
         _ => is_get || is_post,
     };
     if !method_ok {
@@ -307,6 +322,15 @@ pub fn route(method: &str, target: &str) -> Result<Matched, RouteError> {
             Route::ListJobs(Paging { limit, after })
         }
         Shape::Job(make, id) => make(job_id(id)?),
+        Shape::JobOrDelete(id) if is_delete => Route::DeleteJob(job_id(id)?),
+        Shape::JobOrDelete(id) => Route::Job(job_id(id)?),
+        Shape::DeleteCheckpoint(id, name) => {
+            let job = job_id(id)?;
+            let name = name
+                .and_then(|n| CheckpointName::parse(n).ok())
+                .ok_or(RouteError::InvalidCheckpointName)?;
+            Route::DeleteCheckpoint(job, name)
+        }
         Shape::Control(action, id) => Route::Control(job_id(id)?, action),
         Shape::DownloadModel(id) => {
             let job = job_id(id)?;
@@ -400,6 +424,8 @@ enum Shape<'a> {
     Control(Action, Option<&'a str>),
     DownloadModel(Option<&'a str>),
     Files(Option<&'a str>),
+    JobOrDelete(Option<&'a str>),
+    DeleteCheckpoint(Option<&'a str>, Option<&'a str>),
 }
 
 fn job_id(segment: Option<&str>) -> Result<JobId, RouteError> {

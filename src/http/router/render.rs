@@ -35,6 +35,17 @@ impl Route {
             }
             Route::StartJob => ("POST", "/api/training/jobs".to_owned()),
             Route::Recipes => ("GET", "/api/training/recipes".to_owned()),
+            Route::DeleteJob(id) => (
+                "DELETE",
+                format!("/api/training/jobs/{}", percent::encode(id.as_str())),
+            ),
+            Route::DeleteCheckpoint(id, name) => (
+                "DELETE",
+                job(
+                    id,
+                    &format!("checkpoints/{}", percent::encode(name.as_str())),
+                ),
+            ),
             Route::Job(id) => (
                 "GET",
                 format!("/api/training/jobs/{}", percent::encode(id.as_str())),

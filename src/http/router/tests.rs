@@ -139,6 +139,8 @@ const ALL_VARIANTS: &[&str] = &[
     "ListJobs",
     "StartJob",
     "Recipes",
+    "DeleteJob",
+    "DeleteCheckpoint",
     "Job",
     "Checkpoints",
     "Progress",
@@ -158,13 +160,15 @@ const ALL_VARIANTS: &[&str] = &[
 fn the_endpoint_table_covers_every_route() {
     let mut seen = std::collections::BTreeSet::new();
     for (methods, template) in ENDPOINTS {
-        let target = template.replace("{job_id}", "j1");
+        let target = template
+            .replace("{job_id}", "j1")
+            .replace("{name}", "checkpoint-1");
         for method in methods.split(", ") {
             let m = route(method, &target).unwrap_or_else(|e| panic!("{method} {target}: {e:?}"));
             seen.insert(m.route.name());
         }
         assert!(
-            matches!(route("DELETE", &target), Err(RouteError::MethodNotAllowed { allow }) if allow == *methods),
+            matches!(route("PUT", &target), Err(RouteError::MethodNotAllowed { allow }) if allow == *methods),
             "{target}"
         );
     }
@@ -374,9 +378,12 @@ fn any_job_id() -> impl Strategy<Value = JobId> {
     "[A-Za-z0-9][A-Za-z0-9._-]{0,63}".prop_filter_map("reserved", |s| JobId::parse(&s).ok())
 }
 
+fn any_checkpoint_name() -> impl Strategy<Value = CheckpointName> {
+    "[A-Za-z0-9][A-Za-z0-9._=+-]{0,40}".prop_map(|s| CheckpointName::parse(&s).unwrap())
+}
+
 fn any_route() -> impl Strategy<Value = Route> {
-    let checkpoint =
-        "[A-Za-z0-9][A-Za-z0-9._=+-]{0,40}".prop_map(|s| CheckpointName::parse(&s).unwrap());
+    let checkpoint = any_checkpoint_name();
     let source = prop_oneof![
         any::<bool>().prop_map(|exclude_checkpoints| ArchiveSource::Model {
             exclude_checkpoints
@@ -424,6 +431,9 @@ fn any_route() -> impl Strategy<Value = Route> {
             _ => Route::DownloadLogs(id),
         }),
         (any_job_id(), action).prop_map(|(id, action)| Route::Control(id, action)),
+        any_job_id().prop_map(Route::DeleteJob),
+        (any_job_id(), any_checkpoint_name())
+            .prop_map(|(id, name)| Route::DeleteCheckpoint(id, name)),
         (any_job_id(), source.clone(), any::<bool>()).prop_map(|(job, source, sha256sum)| {
             Route::Files {
                 job,
@@ -460,7 +470,12 @@ pub(crate) fn assert_route_names_parse(route: &Route) {
         | Route::Events(j)
         | Route::WebSocket(j)
         | Route::DownloadLogs(j)
-        | Route::Control(j, _) => Some(j),
+        | Route::Control(j, _)
+        | Route::DeleteJob(j) => Some(j),
+        Route::DeleteCheckpoint(j, c) => {
+            assert_eq!(CheckpointName::parse(c.as_str()).as_ref(), Ok(c));
+            Some(j)
+        }
         Route::DownloadModel { job, source, .. } | Route::Files { job, source, .. } => {
             if let ArchiveSource::Checkpoint(c) = source {
                 assert_eq!(CheckpointName::parse(c.as_str()).as_ref(), Ok(c));
