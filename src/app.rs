@@ -13,6 +13,7 @@ use crate::metrics::Metrics;
 use crate::names::JobId;
 use crate::runner::Jobs;
 use crate::store::Store;
+use crate::store::audit::Audit;
 use crate::store::digests::Digests;
 use crate::store::history::Histories;
 
@@ -81,6 +82,8 @@ pub struct App {
     /// CRC-32 and SHA-256 of files, persisted under the root; filled in
     /// the background (`index::digester`).
     pub digests: Arc<Digests>,
+    /// Every download, appended to `downloads.jsonl` (`store::audit`).
+    pub audit: Option<Audit>,
     pub metrics: Metrics,
 }
 
@@ -95,6 +98,10 @@ impl App {
     ) -> App {
         App {
             digests: Arc::new(store.digests()),
+            audit: store
+                .audit()
+                .inspect_err(|e| log::warn!("download audit: cannot open ({e}); not recorded"))
+                .ok(),
             store,
             runner,
             access,

@@ -52,6 +52,12 @@ fuzz_target!(|data: &[u8]| {
         | Route::Asset(_)
         | Route::StartJob
         | Route::Recipes => {}
+        Route::Downloads(asked) => {
+            if let Some(job) = &asked.job {
+                job_ok(job);
+            }
+            assert!((1..=trainbox::http::router::PAGE_MAX).contains(&asked.limit));
+        }
         Route::ListJobs(paging) => {
             if let Some(limit) = paging.limit {
                 assert!((1..=trainbox::http::router::PAGE_MAX).contains(&limit));

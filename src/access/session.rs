@@ -23,6 +23,8 @@ const CAPACITY: usize = 1024;
 
 struct Session {
     role: Role,
+    /// The label of the token the login used.
+    label: String,
     expires: Instant,
 }
 
@@ -34,7 +36,7 @@ pub struct Sessions {
 
 impl Sessions {
     /// Opens a session granting `role`; returns its id for the cookie.
-    pub fn open(&self, role: Role) -> io::Result<String> {
+    pub fn open(&self, role: Role, label: &str) -> io::Result<String> {
         let id = random_hex(32)?;
         let now = Instant::now();
         let mut open = self.lock();
@@ -52,6 +54,7 @@ impl Sessions {
             id.clone(),
             Session {
                 role,
+                label: label.to_owned(),
                 expires: now + LIFETIME,
             },
         );
@@ -60,10 +63,15 @@ impl Sessions {
 
     /// The role of an open, unexpired session.
     pub fn role_of(&self, id: &str) -> Option<Role> {
+        self.identify(id).map(|(role, _)| role)
+    }
+
+    /// The role and token label of an open, unexpired session.
+    pub fn identify(&self, id: &str) -> Option<(Role, String)> {
         let open = self.lock();
         open.get(id)
             .filter(|s| s.expires > Instant::now())
-            .map(|s| s.role)
+            .map(|s| (s.role, s.label.clone()))
     }
 
     /// Ends a session (logout).
@@ -102,8 +110,8 @@ mod tests {
     #[test]
     fn sessions_grant_their_role_until_closed() {
         let sessions = Sessions::default();
-        let reader = sessions.open(Role::Read).unwrap();
-        let controller = sessions.open(Role::Control).unwrap();
+        let reader = sessions.open(Role::Read, "r").unwrap();
+        let controller = sessions.open(Role::Control, "c").unwrap();
         assert_eq!(reader.len(), 64);
         assert_ne!(reader, controller);
         assert_eq!(sessions.role_of(&reader), Some(Role::Read));
@@ -117,9 +125,9 @@ mod tests {
     #[test]
     fn the_oldest_session_goes_when_full() {
         let sessions = Sessions::default();
-        let first = sessions.open(Role::Read).unwrap();
+        let first = sessions.open(Role::Read, "r").unwrap();
         for _ in 0..CAPACITY {
-            sessions.open(Role::Read).unwrap();
+            sessions.open(Role::Read, "r").unwrap();
         }
         assert_eq!(sessions.role_of(&first), None);
         assert_eq!(sessions.lock().len(), CAPACITY);

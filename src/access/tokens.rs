@@ -1,6 +1,8 @@
 //! Bearer tokens and the roles they grant, from `--token-file`.
 //!
-//! One a line, `read:` or `control:` in front; systemd's `LoadCredential=`
+//! One a line, `read:` or `control:` in front, optionally a label after it
+//! (`read:alice:<token>`) that the download audit records instead of the
+//! token; systemd's `LoadCredential=`
 //! puts the file in `$CREDENTIALS_DIRECTORY`. Presented tokens are compared
 //! with every configured one in constant time, and never printed.
 
@@ -15,7 +17,7 @@ pub enum Role {
 
 /// The configured tokens.
 pub struct Tokens {
-    entries: Vec<(Role, Vec<u8>)>,
+    entries: Vec<(Role, String, Vec<u8>)>,
 }
 
 impl fmt::Debug for Tokens {
@@ -38,15 +40,29 @@ impl Tokens {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let (role, token) = match line.split_once(':') {
-                Some(("read", token)) => (Role::Read, token),
-                Some(("control", token)) => (Role::Control, token),
+            let (role, rest) = match line.split_once(':') {
+                Some(("read", rest)) => (Role::Read, rest),
+                Some(("control", rest)) => (Role::Control, rest),
                 _ => {
                     return Err(format!(
-                        "line {}: expected read:<token> or control:<token>",
+                        "line {}: expected read:[label:]<token> or control:[label:]<token>",
                         number + 1
                     ));
                 }
+            };
+            // Tokens hold no ':', so a second one ends a label.
+            let (label, token) = match rest.split_once(':') {
+                Some((label, token)) => {
+                    let fine = |b: u8| b.is_ascii_alphanumeric() || b"._-@".contains(&b);
+                    if label.is_empty() || label.len() > 64 || !label.bytes().all(fine) {
+                        return Err(format!(
+                            "line {}: a label is 1 to 64 of A-Z a-z 0-9 . _ - @",
+                            number + 1
+                        ));
+                    }
+                    (label.to_owned(), token)
+                }
+                None => (unlabelled(rest), rest),
             };
             // Cookie-safe characters (hex, base64, base64url, UUIDs).
             let allowed = |b: u8| b.is_ascii_alphanumeric() || b"._~+/=-".contains(&b);
@@ -56,7 +72,7 @@ impl Tokens {
                     number + 1
                 ));
             }
-            entries.push((role, token.as_bytes().to_vec()));
+            entries.push((role, label, token.as_bytes().to_vec()));
         }
         if entries.is_empty() {
             return Err("no tokens in the file".into());
@@ -67,14 +83,29 @@ impl Tokens {
     /// The strongest role any configured token equal to `presented` has.
     /// Every token is compared, each in time independent of where it differs.
     pub fn role_of(&self, presented: &[u8]) -> Option<Role> {
-        let mut role = None;
-        for (token_role, token) in &self.entries {
-            if constant_time_eq(presented, token) {
-                role = role.max(Some(*token_role));
+        self.identify(presented).map(|(role, _)| role)
+    }
+
+    /// The strongest role a token equal to `presented` has, and that
+    /// token's label (the audit's name for whoever presented it).
+    pub fn identify(&self, presented: &[u8]) -> Option<(Role, &str)> {
+        let mut found: Option<(Role, &str)> = None;
+        for (token_role, label, token) in &self.entries {
+            if constant_time_eq(presented, token) && found.is_none_or(|(r, _)| *token_role > r) {
+                found = Some((*token_role, label));
             }
         }
-        role
+        found
     }
+}
+
+/// The label of a token without one: a short digest of it, which names
+/// the token in the audit without giving it away.
+fn unlabelled(token: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(token.as_bytes());
+    let hex: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    format!("token-{hex}")
 }
 
 /// Equality whose running time depends only on the lengths, not on the
@@ -93,6 +124,34 @@ mod tests {
 
     const FILE: &str =
         "# tokens\nread:reader-token-0123456789\n\ncontrol:controller-token-0123456789\n";
+
+    #[test]
+    fn labels_name_tokens_for_the_audit() {
+        let t = Tokens::parse(
+            "read:alice:alice-token-0123456789\ncontrol:ci@box-1:ci-token-0123456789\nread:anon-token-0123456789\n",
+        )
+        .unwrap();
+        assert_eq!(
+            t.identify(b"alice-token-0123456789"),
+            Some((Role::Read, "alice"))
+        );
+        assert_eq!(
+            t.identify(b"ci-token-0123456789"),
+            Some((Role::Control, "ci@box-1"))
+        );
+        let (_, anon) = t.identify(b"anon-token-0123456789").unwrap();
+        assert!(
+            anon.starts_with("token-") && anon.len() == 14 && !anon.contains("anon"),
+            "{anon}"
+        );
+        for bad in [
+            "read::alice-token-0123456789",
+            "read:al ice:alice-token-0123456789",
+            &format!("read:{}:alice-token-0123456789", "x".repeat(65)),
+        ] {
+            assert!(Tokens::parse(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn token_files() {

@@ -35,10 +35,12 @@ pub fn need(route: &Route) -> Need {
     match route {
         // The login form checks the token it is given itself.
         Route::Health | Route::Login | Route::Asset(_) => Need::Nothing,
+        // Who downloaded what is for those who run the box.
         Route::StartJob
         | Route::Control(..)
         | Route::DeleteJob(_)
-        | Route::DeleteCheckpoint(..) => Need::Role(Role::Control),
+        | Route::DeleteCheckpoint(..)
+        | Route::Downloads(_) => Need::Role(Role::Control),
         Route::Index
         | Route::Logout
         | Route::Metrics
@@ -117,6 +119,21 @@ pub fn check(
     }
 }
 
+/// The label of whoever `presented` credentials (a header wins over the
+/// cookie, as in [`check`]); `None` without tokens or without credentials.
+pub fn who(
+    tokens: Option<&Tokens>,
+    sessions: &Sessions,
+    presented: &Presented<'_>,
+) -> Option<String> {
+    let tokens = tokens?;
+    match (presented.bearer, presented.session) {
+        (Some(token), _) => tokens.identify(token.as_bytes()).map(|(_, l)| l.to_owned()),
+        (None, Some(id)) => sessions.identify(id).map(|(_, label)| label),
+        (None, None) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,7 +204,7 @@ mod tests {
         assert_eq!(presented(odd.iter().copied()).bearer, None);
         let t = tokens();
         let sessions = Sessions::default();
-        let id = sessions.open(Role::Read).unwrap();
+        let id = sessions.open(Role::Read, "r").unwrap();
         let pause = Route::Control(
             JobId::parse("j1").unwrap(),
             super::super::router::Action::Pause,

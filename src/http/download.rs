@@ -23,6 +23,7 @@ use super::headers;
 use super::range::{RangeRequest, parse_range};
 use super::request::HttpRequest;
 use super::respond::{self, ChunkedWriter, Framing, write_head};
+use super::router::{self, Route};
 use super::sink::{SocketSink, is_client_error};
 use crate::app::{App, JobDownload, Slot};
 use crate::archive::digest::{changed, is_changed};
@@ -453,5 +454,53 @@ impl Read for Verified<cap_std::fs::File> {
             return Err(changed("a member"));
         }
         Ok(n)
+    }
+}
+
+/// Appends the download to the audit: when, to whom (address and token
+/// label), what (job, model, checkpoint or logs, mode, range), how much
+/// was sent, how it ended and how long it took. `HEAD` sends nothing and
+/// is not recorded.
+pub fn audit(app: &App, asked: &HttpRequest, sent: &Sent, seconds: f64) {
+    let Some(audit) = app.audit.as_ref() else {
+        return;
+    };
+    if asked.method != "GET" {
+        return;
+    }
+    let (job, what, mode) = match router::route(&asked.method, &asked.target).map(|m| m.route) {
+        Ok(Route::DownloadModel {
+            job,
+            source,
+            compression,
+            ..
+        }) => {
+            let what = match source {
+                ArchiveSource::Checkpoint(name) => format!("checkpoint {name}"),
+                ArchiveSource::Model {
+                    exclude_checkpoints: true,
+                } => "model without checkpoints".to_owned(),
+                _ => "model".to_owned(),
+            };
+            (job, what, compression.as_str())
+        }
+        Ok(Route::DownloadLogs(job)) => (job, "logs".to_owned(), "deflate"),
+        _ => return,
+    };
+    let entry = serde_json::json!({
+        "time": crate::timefmt::now_rfc3339(),
+        "client": asked.peer.map(|p| p.ip().to_string()),
+        "who": asked.who,
+        "job": job.as_str(),
+        "what": what,
+        "mode": mode,
+        "range": asked.header("Range"),
+        "status": sent.status,
+        "bytes": sent.bytes,
+        "outcome": sent.outcome.label(),
+        "seconds": (seconds * 1000.0).round() / 1000.0,
+    });
+    if let serde_json::Value::Object(entry) = entry {
+        audit.record(entry);
     }
 }

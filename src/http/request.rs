@@ -22,6 +22,9 @@ pub struct HttpRequest {
     pub peer: Option<SocketAddr>,
     /// An HTTP/1.0 request (no chunked responses).
     pub http10: bool,
+    /// Who asked: the label of the token presented (or of the session's),
+    /// once access was checked; `None` without access control.
+    pub who: Option<String>,
 }
 
 impl HttpRequest {
@@ -68,6 +71,7 @@ impl HttpRequest {
                     .any(|h| h.field.equiv("Transfer-Encoding")),
             peer: request.remote_addr().copied(),
             http10: request.http_version() == &tiny_http::HTTPVersion(1, 0),
+            who: None,
         }
     }
 

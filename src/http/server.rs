@@ -288,6 +288,12 @@ pub fn handle(app: &Arc<App>, mut request: Request) {
             let sent = download::serve(app, &exchange.asked, request, download);
             app.changes.ring();
             app.metrics.download(sent.outcome.label(), sent.bytes);
+            download::audit(
+                app,
+                &exchange.asked,
+                &sent,
+                exchange.started.elapsed().as_secs_f64(),
+            );
             exchange.finish(app, sent.status, sent.bytes);
         }),
         Ok(Reply::Live(live)) => spawn(app, "live", move |app| {
@@ -335,11 +341,12 @@ fn answer(
 /// (`Some`).
 fn authorize(
     app: &App,
-    asked: &HttpRequest,
+    asked: &mut HttpRequest,
     matched: &router::Matched,
 ) -> Result<Option<Reply>, ApiError> {
     let presented = auth::presented(asked.header_pairs().into_iter());
     let access = &app.access;
+    let who = auth::who(access.tokens.as_ref(), &access.sessions, &presented);
     match auth::check(
         access.tokens.as_ref(),
         &access.sessions,
@@ -350,7 +357,10 @@ fn authorize(
             Ok(Some(handlers::login_page(false)))
         }
         Err(e) => Err(e),
-        Ok(()) => Ok(None),
+        Ok(()) => {
+            asked.who = who;
+            Ok(None)
+        }
     }
 }
 

@@ -12,6 +12,7 @@
 //! `checkpoints`; replacing a record atomically: `atomic`.
 
 mod atomic;
+pub mod audit;
 mod checkpoints;
 pub mod digests;
 pub mod history;
@@ -86,6 +87,11 @@ impl Store {
     /// The absolute path of a job's directory, for trainers' environment.
     pub fn job_path(&self, id: &JobId) -> PathBuf {
         self.path.join(JOBS_DIR).join(id.as_str())
+    }
+
+    /// The download audit kept under the root (see [`audit`]).
+    pub fn audit(&self) -> io::Result<audit::Audit> {
+        audit::Audit::open(&self.root)
     }
 
     /// The digest index kept under the root (see [`digests`]).

@@ -71,6 +71,7 @@ pub fn dispatch(app: &App, request: &HttpRequest, matched: Matched) -> Result<Re
         Route::History(id) => jobs::history(app, &id),
         Route::StartJob => jobs::start(app, request),
         Route::Recipes => jobs::recipes(app),
+        Route::Downloads(asked) => Ok(downloads(app, &asked)),
         Route::DeleteJob(id) => jobs::delete_job(app, &id),
         Route::DeleteCheckpoint(id, name) => jobs::delete_checkpoint(app, &id, &name),
         Route::Control(id, action) => jobs::control(app, &id, action),
@@ -163,4 +164,21 @@ fn metrics(app: &App) -> Result<Reply, ApiError> {
         body: text.into_bytes(),
         headers: Vec::new(),
     })
+}
+
+/// `GET /api/training/downloads`: the audit, newest first, a page at a
+/// time (`next` is the `before` of the next page).
+fn downloads(app: &App, asked: &crate::http::router::AuditQuery) -> Reply {
+    let (entries, next) = match app.audit.as_ref() {
+        Some(audit) => audit.page(
+            asked.job.as_ref().map(|j| j.as_str()),
+            asked.limit,
+            asked.before,
+        ),
+        None => (Vec::new(), None),
+    };
+    Reply::Json(
+        200,
+        serde_json::json!({ "downloads": entries, "next": next }),
+    )
 }

@@ -64,12 +64,12 @@ pub fn login(app: &App, request: &HttpRequest) -> Result<Reply, ApiError> {
         return Ok(see_other("/", Vec::new()));
     };
     let token = form_field(body, "token").unwrap_or_default();
-    match tokens.role_of(token.as_bytes()) {
-        Some(role) => {
+    match tokens.identify(token.as_bytes()) {
+        Some((role, label)) => {
             let id = app
                 .access
                 .sessions
-                .open(role)
+                .open(role, label)
                 .context("opening a session")?;
             Ok(see_other(
                 "/",

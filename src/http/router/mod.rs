@@ -13,7 +13,7 @@ mod render;
 mod tests;
 
 pub use crate::names::Cursor;
-pub use query::{PAGE_MAX, Paging};
+pub use query::{AUDIT_PAGE_DEFAULT, AuditQuery, PAGE_MAX, Paging};
 
 use super::percent;
 use crate::archive::{ArchiveSource, Compression};
@@ -46,6 +46,9 @@ pub enum Route {
     StartJob,
     /// `GET /api/training/recipes`: what jobs can be started with.
     Recipes,
+    /// `GET /api/training/downloads[?job=&limit=&before=]`: the download
+    /// audit, newest first.
+    Downloads(AuditQuery),
     /// `DELETE /api/training/jobs/{job_id}`: the job and all its files.
     DeleteJob(JobId),
     /// `DELETE /api/training/{job_id}/checkpoints/{name}`.
@@ -100,6 +103,7 @@ impl Route {
             Route::StartJob => "StartJob",
             Route::Recipes => "Recipes",
             Route::DeleteJob(_) => "DeleteJob",
+            Route::Downloads(_) => "Downloads",
             Route::DeleteCheckpoint(..) => "DeleteCheckpoint",
             Route::Job(_) => "Job",
             Route::Checkpoints(_) => "Checkpoints",
@@ -170,6 +174,7 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     (POST, "/logout"),
     (GET_POST, "/api/training/jobs"),
     (GET, "/api/training/recipes"),
+    (GET, "/api/training/downloads"),
     (GET_DELETE, "/api/training/jobs/{job_id}"),
     (DELETE, "/api/training/{job_id}/checkpoints/{name}"),
     (GET, "/api/training/{job_id}/checkpoints"),
@@ -247,6 +252,7 @@ pub fn route(method: &str, target: &str) -> Result<Matched, RouteError> {
         [Some("logout")] => (POST, Shape::Fixed(Route::Logout)),
         [Some("api"), Some("training"), Some("jobs")] => (GET_POST, Shape::Jobs),
         [Some("api"), Some("training"), Some("recipes")] => (GET, Shape::Fixed(Route::Recipes)),
+        [Some("api"), Some("training"), Some("downloads")] => (GET, Shape::Downloads),
         [Some("api"), Some("training"), Some("jobs"), id] => (GET_DELETE, Shape::JobOrDelete(*id)),
         [Some("api"), Some("training"), id, Some("checkpoints"), name] => {
             (DELETE, Shape::DeleteCheckpoint(*id, *name))
@@ -322,6 +328,30 @@ pub fn route(method: &str, target: &str) -> Result<Matched, RouteError> {
             Route::ListJobs(Paging { limit, after })
         }
         Shape::Job(make, id) => make(job_id(id)?),
+        Shape::Downloads => {
+            let job = match query.take("job") {
+                None => None,
+                Some(text) => Some(JobId::parse(&text).map_err(|_| RouteError::InvalidJobId)?),
+            };
+            let limit = match query.take("limit") {
+                None => AUDIT_PAGE_DEFAULT,
+                Some(text) => match text.parse::<usize>() {
+                    Ok(n @ 1..=PAGE_MAX) => n,
+                    _ => {
+                        return Err(RouteError::BadQuery(format!(
+                            "Invalid limit: expected 1 to {PAGE_MAX}"
+                        )));
+                    }
+                },
+            };
+            let before = match query.take("before") {
+                None => None,
+                Some(text) => Some(text.parse::<u64>().map_err(|_| {
+                    RouteError::BadQuery("Invalid before: expected a sequence number".into())
+                })?),
+            };
+            Route::Downloads(AuditQuery { job, limit, before })
+        }
         Shape::JobOrDelete(id) if is_delete => Route::DeleteJob(job_id(id)?),
         Shape::JobOrDelete(id) => Route::Job(job_id(id)?),
         Shape::DeleteCheckpoint(id, name) => {
@@ -420,6 +450,7 @@ fn model_source(query: &mut Query) -> Result<ArchiveSource, RouteError> {
 enum Shape<'a> {
     Fixed(Route),
     Jobs,
+    Downloads,
     Job(fn(JobId) -> Route, Option<&'a str>),
     Control(Action, Option<&'a str>),
     DownloadModel(Option<&'a str>),

@@ -2,7 +2,7 @@
 //! knows it (leftovers and repeats are errors), and the job list's paging.
 
 use super::{RouteError, percent};
-use crate::names::Cursor;
+use crate::names::{Cursor, JobId};
 use crate::text::printable;
 
 /// Which part of the job list to send (newest first): all of it, or a page
@@ -12,6 +12,18 @@ pub struct Paging {
     pub limit: Option<usize>,
     pub after: Option<Cursor>,
 }
+
+/// Which downloads of the audit to send, newest first: of one job or all,
+/// at most `limit` (default [`AUDIT_PAGE_DEFAULT`]), before sequence
+/// number `before`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditQuery {
+    pub job: Option<JobId>,
+    pub limit: usize,
+    pub before: Option<u64>,
+}
+
+pub const AUDIT_PAGE_DEFAULT: usize = 100;
 
 /// The most jobs a page holds.
 pub const PAGE_MAX: usize = 1000;

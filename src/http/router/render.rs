@@ -1,7 +1,7 @@
 //! Routes back to requests: the method and target of a [`Route`], the
 //! inverse of `route` (links, tests and the router's fuzz target use it).
 
-use super::{Asset, Route, percent};
+use super::{AUDIT_PAGE_DEFAULT, Asset, Route, percent};
 use crate::archive::{ArchiveSource, Compression};
 use crate::names::JobId;
 
@@ -35,6 +35,22 @@ impl Route {
             }
             Route::StartJob => ("POST", "/api/training/jobs".to_owned()),
             Route::Recipes => ("GET", "/api/training/recipes".to_owned()),
+            Route::Downloads(asked) => {
+                let mut query = Vec::new();
+                if let Some(job) = &asked.job {
+                    query.push(format!("job={}", percent::encode(job.as_str())));
+                }
+                if asked.limit != AUDIT_PAGE_DEFAULT {
+                    query.push(format!("limit={}", asked.limit));
+                }
+                if let Some(before) = asked.before {
+                    query.push(format!("before={before}"));
+                }
+                (
+                    "GET",
+                    with_query("/api/training/downloads".to_owned(), &query),
+                )
+            }
             Route::DeleteJob(id) => (
                 "DELETE",
                 format!("/api/training/jobs/{}", percent::encode(id.as_str())),

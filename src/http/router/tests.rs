@@ -139,6 +139,7 @@ const ALL_VARIANTS: &[&str] = &[
     "ListJobs",
     "StartJob",
     "Recipes",
+    "Downloads",
     "DeleteJob",
     "DeleteCheckpoint",
     "Job",
@@ -432,6 +433,16 @@ fn any_route() -> impl Strategy<Value = Route> {
         }),
         (any_job_id(), action).prop_map(|(id, action)| Route::Control(id, action)),
         any_job_id().prop_map(Route::DeleteJob),
+        (
+            proptest::option::of(any_job_id()),
+            1..=PAGE_MAX,
+            proptest::option::of(any::<u64>())
+        )
+            .prop_map(|(job, limit, before)| Route::Downloads(AuditQuery {
+                job,
+                limit,
+                before
+            })),
         (any_job_id(), any_checkpoint_name())
             .prop_map(|(id, name)| Route::DeleteCheckpoint(id, name)),
         (any_job_id(), source.clone(), any::<bool>()).prop_map(|(job, source, sha256sum)| {
