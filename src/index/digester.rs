@@ -30,7 +30,9 @@ const RESCAN: Duration = Duration::from_secs(60);
 const RUNNING_LOOK: Duration = Duration::from_secs(5);
 /// The most bytes hashed per second: a bound on the disk bandwidth taken.
 pub const PACE_BYTES_PER_SEC: u64 = 512 << 20;
-const CHUNK: usize = 1 << 20;
+/// Read size while hashing: on the worker's stack, so an idle server keeps
+/// no heap for it (64 KiB reads still run at the pace).
+const CHUNK: usize = 64 << 10;
 
 /// Starts the worker; it ends when the job index is dropped.
 pub fn start(index: &Arc<JobIndex>, store: Arc<Store>, digests: Arc<Digests>) -> io::Result<()> {
@@ -45,7 +47,6 @@ pub fn start(index: &Arc<JobIndex>, store: Arc<Store>, digests: Arc<Digests>) ->
                 hashed: HashMap::new(),
                 looked: HashMap::new(),
                 pace: Pace::new(PACE_BYTES_PER_SEC),
-                buf: vec![0; CHUNK],
             };
             // Holds the index only for a pass and a wait: the process
             // keeps it for its whole life, and tests that drop theirs do
@@ -85,7 +86,6 @@ struct Worker {
     /// When each job was last looked at.
     looked: HashMap<JobId, Instant>,
     pace: Pace,
-    buf: Vec<u8>,
 }
 
 impl Worker {
@@ -184,20 +184,18 @@ impl Worker {
         if files.fingerprint(&file)? != fingerprint {
             return Ok(None);
         }
+        let mut buf = [0u8; CHUNK];
         let mut crc = crc32fast::Hasher::new();
         let mut sha = Sha256::new();
         let mut left = fingerprint.size;
         while left > 0 {
-            let want = self
-                .buf
-                .len()
-                .min(usize::try_from(left).unwrap_or(usize::MAX));
-            let n = file.read(&mut self.buf[..want])?;
+            let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            let n = file.read(&mut buf[..want])?;
             if n == 0 {
                 return Ok(None);
             }
-            crc.update(&self.buf[..n]);
-            sha.update(&self.buf[..n]);
+            crc.update(&buf[..n]);
+            sha.update(&buf[..n]);
             left -= n as u64;
             self.pace.spend(n as u64);
         }
