@@ -77,6 +77,11 @@ pub struct JobIndex {
     generation: Mutex<u64>,
     changed: Condvar,
     mode: Mutex<Mode>,
+    /// Held through each refresh: a read of a job's files and the store
+    /// of what was read happen as one, so a refresh that read a job just
+    /// before it was deleted cannot put it back after the deleter's own
+    /// refresh removed it.
+    refreshing: Mutex<()>,
 }
 
 impl JobIndex {
@@ -95,6 +100,7 @@ impl JobIndex {
             generation: Mutex::new(0),
             changed: Condvar::new(),
             mode: Mutex::new(Mode::Revalidating),
+            refreshing: Mutex::new(()),
         });
         // Watches first: a job that appears while the rest are read is
         // seen by an event or by the scan.
@@ -124,6 +130,7 @@ impl JobIndex {
     /// Reads a job from the disk again and replaces its entry (or drops it
     /// when the job is gone). Returns the new entry.
     pub fn refresh(&self, id: &JobId) -> Option<Arc<Entry>> {
+        let _one_at_a_time = self.refreshing.lock().unwrap_or_else(|e| e.into_inner());
         let dir = match self.store.job(id) {
             Ok(dir) => dir,
             Err(e) => {
