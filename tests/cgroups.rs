@@ -126,17 +126,7 @@ fn ticking(job_dir: &Path) -> bool {
 }
 
 fn start(server: &Server, recipe: &str) -> String {
-    let reply = post(
-        &server.url("/api/training/jobs"),
-        &json!({ "recipe": recipe }).to_string(),
-    );
-    assert_eq!(
-        reply.status,
-        201,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
-    reply.json()["id"].as_str().unwrap().to_owned()
+    start_recipe(server, recipe)
 }
 
 fn status(server: &Server, id: &str) -> String {

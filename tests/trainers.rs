@@ -24,17 +24,7 @@ fn now() -> f64 {
 /// Starts `recipe`, follows its events to the end; returns (step, time
 /// the event arrived) for each progress event.
 fn follow(server: &Server, recipe: &str) -> (String, Vec<(u64, f64)>) {
-    let reply = post(
-        &server.url("/api/training/jobs"),
-        &json!({ "recipe": recipe }).to_string(),
-    );
-    assert_eq!(
-        reply.status,
-        201,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
-    let id = reply.json()["id"].as_str().unwrap().to_owned();
+    let id = start_recipe(server, recipe);
     let mut stream = TcpStream::connect(server.addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(60)))

@@ -305,14 +305,8 @@ impl Watcher {
             };
             self.fast_started = Instant::now();
         }
-        let batch: Vec<JobId> = self
-            .fast
-            .drain(..REVALIDATE_PER_TICK.min(self.fast.len()))
-            .collect();
-        for id in batch {
-            self.index.revalidate(&id);
-            self.ensure_watched(&id);
-        }
+        let batch = take(&mut self.fast, REVALIDATE_PER_TICK);
+        self.revalidate_batch(batch);
         if self.inotify.is_none() {
             return;
         }
@@ -320,10 +314,11 @@ impl Watcher {
             self.slow = self.every_job().into();
             self.slow_started = Instant::now();
         }
-        let batch: Vec<JobId> = self
-            .slow
-            .drain(..SWEEP_PER_TICK.min(self.slow.len()))
-            .collect();
+        let batch = take(&mut self.slow, SWEEP_PER_TICK);
+        self.revalidate_batch(batch);
+    }
+
+    fn revalidate_batch(&mut self, batch: Vec<JobId>) {
         for id in batch {
             self.index.revalidate(&id);
             self.ensure_watched(&id);
@@ -456,4 +451,9 @@ impl Watcher {
             | WatchFlags::EXCL_UNLINK;
         self.add_watch(path.clone(), flags, Watched::Inner(id.clone(), path));
     }
+}
+
+/// The first `n` jobs of a revalidation queue.
+fn take(queue: &mut VecDeque<JobId>, n: usize) -> Vec<JobId> {
+    queue.drain(..n.min(queue.len())).collect()
 }

@@ -332,6 +332,21 @@ pub fn head(url: &str) -> Reply {
     collect(agent().head(url).call().expect("request completes"))
 }
 
+/// Starts a job from `recipe` (no params); its id.
+pub fn start_recipe(server: &Server, recipe: &str) -> String {
+    let reply = post(
+        &server.url("/api/training/jobs"),
+        &serde_json::json!({ "recipe": recipe }).to_string(),
+    );
+    assert_eq!(
+        reply.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    reply.json()["id"].as_str().unwrap().to_owned()
+}
+
 pub fn delete(url: &str) -> Reply {
     collect(agent().delete(url).call().expect("request completes"))
 }
