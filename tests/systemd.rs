@@ -193,7 +193,9 @@ fn metrics_count_requests_downloads_and_jobs() {
         get(&server.url("/api/training/j1/download/model")).status,
         200
     );
-    // The download thread counts itself once its last byte is out.
+    // The download thread counts itself once its last byte is out: the
+    // outcome first, then the audit line, then the request counter, so wait
+    // for the last of them.
     let mut text = String::new();
     eventually(Duration::from_secs(10), || {
         let reply = get(&server.url("/metrics"));
@@ -205,7 +207,7 @@ fn metrics_count_requests_downloads_and_jobs() {
                 .starts_with("text/plain; version=0.0.4")
         );
         text = String::from_utf8(reply.body).unwrap();
-        text.contains("outcome=\"completed\"")
+        text.contains("route=\"DownloadModel\"")
     });
     for needle in [
         "trainbox_http_requests_total{route=\"ListJobs\",status=\"200\"} 1",
