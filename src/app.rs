@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::access::Access;
 use crate::archive::cache::Caches;
 use crate::doorbell::Doorbell;
+use crate::hub::Commits;
 use crate::index::JobIndex;
 use crate::metrics::Metrics;
 use crate::names::JobId;
@@ -85,6 +86,8 @@ pub struct App {
     /// Every download, appended to `downloads.jsonl` (`store::audit`).
     pub audit: Option<Audit>,
     pub metrics: Metrics,
+    /// Commit ids the Hub routes gave out, and what each was.
+    pub hub_commits: Commits,
 }
 
 impl App {
@@ -115,6 +118,7 @@ impl App {
             histories: Histories::default(),
             index,
             metrics: Metrics::default(),
+            hub_commits: Commits::default(),
         }
     }
 }

@@ -17,6 +17,7 @@
 //! - [`systemd`]: socket activation and `sd_notify`.
 //! - [`metrics`]: the Prometheus counters behind `/metrics`.
 //! - [`view`]: a job as the API shows it, read once from the store.
+//! - [`hub`]: a job as a Hugging Face Hub repository: revisions, commit ids, trees.
 //! - [`index`]: every job's view in memory, kept fresh by inotify.
 //! - [`demo`]: the built-in demo trainer and the `demo` command.
 //! - [`doorbell`]: rung on job and download changes (for `STATUS=`).
@@ -29,6 +30,7 @@ pub mod counting;
 pub mod demo;
 pub mod doorbell;
 pub mod http;
+pub mod hub;
 pub mod index;
 pub mod metrics;
 pub mod names;

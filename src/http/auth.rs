@@ -55,7 +55,10 @@ pub fn need(route: &Route) -> Need {
         | Route::WebSocket(_)
         | Route::DownloadModel { .. }
         | Route::DownloadLogs(_)
-        | Route::Files { .. } => Need::Role(Role::Read),
+        | Route::Files { .. }
+        | Route::HubRepo { .. }
+        | Route::HubTree { .. }
+        | Route::HubResolve { .. } => Need::Role(Role::Read),
     }
 }
 

@@ -200,7 +200,7 @@ fn disposition(filename: &str) -> String {
 
 /// Ends a download: how it went, and a connection shut down when the body
 /// stopped short (the client sees it short instead of waiting for more).
-fn finish(
+pub(super) fn finish(
     writer: &ResponseWriter,
     filename: &str,
     result: io::Result<()>,
@@ -221,7 +221,7 @@ fn finish(
 }
 
 /// The answer when writing the head already failed, or the head was all.
-fn head_only(status: u16, written: io::Result<u64>) -> Sent {
+pub(super) fn head_only(status: u16, written: io::Result<u64>) -> Sent {
     match written {
         Ok(bytes) => Sent {
             status,
@@ -458,7 +458,8 @@ impl Read for Verified<cap_std::fs::File> {
 }
 
 /// Appends the download to the audit: when, to whom (address and token
-/// label), what (job, model, checkpoint or logs, mode, range), how much
+/// label), what (job, model, checkpoint, logs or one file through the Hub
+/// routes, mode, range), how much
 /// was sent, how it ended and how long it took. `HEAD` sends nothing and
 /// is not recorded.
 pub fn audit(app: &App, asked: &HttpRequest, sent: &Sent, seconds: f64) {
@@ -485,6 +486,11 @@ pub fn audit(app: &App, asked: &HttpRequest, sent: &Sent, seconds: f64) {
             (job, what, compression.as_str())
         }
         Ok(Route::DownloadLogs(job)) => (job, "logs".to_owned(), "deflate"),
+        Ok(Route::HubResolve {
+            job,
+            revision,
+            path,
+        }) => (job, format!("file {path} at {revision}"), "hub"),
         _ => return,
     };
     let entry = serde_json::json!({

@@ -40,6 +40,16 @@ pub enum ApiError {
     CheckpointNotFound(CheckpointName),
     /// 404 `Training log not found for job {job_id}`.
     LogNotFound(JobId),
+    /// 404 for the Hub client: no repository `trainbox/<job_id>` of that
+    /// name (`X-Error-Code: RepoNotFound`).
+    RepoNotFound,
+    /// 404 for the Hub client: the repository has no such revision now
+    /// (`X-Error-Code: RevisionNotFound`); the text says why.
+    RevisionNotFound(String),
+    /// 404 for the Hub client: the revision `commit` has no file or
+    /// directory `path` (`X-Error-Code: EntryNotFound`, `X-Repo-Commit`,
+    /// so the client remembers the absence for that commit).
+    EntryNotFound { commit: String, path: String },
     /// 405 `Method Not Allowed`, with the `Allow` header.
     MethodNotAllowed { allow: &'static str },
     /// 409: the job's state does not allow the action; the text says why.
@@ -83,7 +93,10 @@ impl ApiError {
             | ApiError::JobNotFound
             | ApiError::ModelNotFound(_)
             | ApiError::CheckpointNotFound(_)
-            | ApiError::LogNotFound(_) => 404,
+            | ApiError::LogNotFound(_)
+            | ApiError::RepoNotFound
+            | ApiError::RevisionNotFound(_)
+            | ApiError::EntryNotFound { .. } => 404,
             ApiError::MethodNotAllowed { .. } => 405,
             ApiError::Conflict(_) | ApiError::NotReady(_) => 409,
             ApiError::PayloadTooLarge => 413,
@@ -109,6 +122,13 @@ impl ApiError {
             }
             ApiError::RangeNotSatisfiable { len } => {
                 vec![("Content-Range", format!("bytes */{len}"))]
+            }
+            ApiError::RepoNotFound => hub_error("RepoNotFound", self),
+            ApiError::RevisionNotFound(_) => hub_error("RevisionNotFound", self),
+            ApiError::EntryNotFound { commit, .. } => {
+                let mut headers = hub_error("EntryNotFound", self);
+                headers.push(("X-Repo-Commit", commit.clone()));
+                headers
             }
             _ => Vec::new(),
         }
@@ -142,6 +162,13 @@ impl fmt::Display for ApiError {
             ApiError::ModelNotFound(job) => write!(f, "Model directory not found for job {job}"),
             ApiError::CheckpointNotFound(name) => write!(f, "Checkpoint '{name}' not found"),
             ApiError::LogNotFound(job) => write!(f, "Training log not found for job {job}"),
+            ApiError::RepoNotFound => f.write_str(
+                "Repository not found: repositories here are trainbox/<job_id> of an existing job",
+            ),
+            ApiError::RevisionNotFound(why) => f.write_str(why),
+            ApiError::EntryNotFound { commit, path } => {
+                write!(f, "No file or directory '{path}' at revision {commit}")
+            }
             ApiError::MethodNotAllowed { .. } => f.write_str("Method Not Allowed"),
             ApiError::PayloadTooLarge => f.write_str("Request body too large"),
             ApiError::Unavailable(why) | ApiError::NotReady(why) => f.write_str(why),
@@ -152,6 +179,26 @@ impl fmt::Display for ApiError {
 }
 
 impl std::error::Error for ApiError {}
+
+/// The headers the Hub client reads an error from: its code, and the text
+/// (printable ASCII only, as a header value must be).
+fn hub_error(code: &'static str, error: &ApiError) -> Vec<(&'static str, String)> {
+    let message: String = error
+        .to_string()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    vec![
+        ("X-Error-Code", code.to_owned()),
+        ("X-Error-Message", message),
+    ]
+}
 
 /// What the server was doing when an I/O call failed: the cause is
 /// logged with it, and the client gets a bare 500 (never a path or an OS
@@ -215,6 +262,11 @@ impl From<RouteError> for ApiError {
             RouteError::InvalidJobId => ApiError::InvalidJobId,
             RouteError::InvalidCheckpointName => ApiError::InvalidCheckpointName,
             RouteError::BadQuery(detail) => ApiError::BadRequest(detail),
+            RouteError::RepoNotFound => ApiError::RepoNotFound,
+            RouteError::RevisionNotFound => {
+                ApiError::RevisionNotFound("No such revision: revisions are main, a complete checkpoint's name, or a commit id".into())
+            }
+            RouteError::InvalidRepoPath => ApiError::BadRequest("Invalid path in the repository".into()),
         }
     }
 }

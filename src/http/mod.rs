@@ -12,6 +12,7 @@ pub mod openapi;
 pub mod percent;
 pub mod range;
 pub mod request;
+pub mod resolve;
 pub mod respond;
 pub mod router;
 pub mod server;

@@ -39,6 +39,7 @@ use super::guard;
 use super::handlers::{self, Reply};
 use super::live;
 use super::request::HttpRequest;
+use super::resolve;
 use super::respond;
 use super::router::{self, Route};
 use crate::app::{App, BODY_MAX};
@@ -283,19 +284,16 @@ pub fn handle(app: &Arc<App>, mut request: Request) {
             let bytes = respond::send(request, status, content_type, &headers, body);
             exchange.finish(app, status, bytes);
         }
-        Ok(Reply::Download(download)) => spawn(app, "download", move |app| {
-            app.changes.ring();
-            let sent = download::serve(app, &exchange.asked, request, download);
-            app.changes.ring();
-            app.metrics.download(sent.outcome.label(), sent.bytes);
-            download::audit(
-                app,
-                &exchange.asked,
-                &sent,
-                exchange.started.elapsed().as_secs_f64(),
-            );
-            exchange.finish(app, sent.status, sent.bytes);
-        }),
+        Ok(Reply::Download(download)) => {
+            spawn_download(app, exchange, request, move |app, asked, request| {
+                download::serve(app, asked, request, download)
+            })
+        }
+        Ok(Reply::File(file)) => {
+            spawn_download(app, exchange, request, move |app, asked, request| {
+                resolve::serve(app, asked, request, file)
+            })
+        }
         Ok(Reply::Live(live)) => spawn(app, "live", move |app| {
             let (status, bytes) = live::serve(app, request, live);
             exchange.finish(app, status, bytes);
@@ -386,6 +384,29 @@ fn guard(app: &App, asked: &HttpRequest, route: &Route) -> Result<(), ApiError> 
         content_type: asked.header("Content-Type"),
         has_body: asked.declares_body,
     })
+}
+
+/// Streams a download on a thread of its own, then counts it, records it
+/// in the audit and logs it.
+fn spawn_download(
+    app: &Arc<App>,
+    exchange: Exchange,
+    request: Request,
+    serve: impl FnOnce(&App, &HttpRequest, Request) -> download::Sent + Send + 'static,
+) {
+    spawn(app, "download", move |app| {
+        app.changes.ring();
+        let sent = serve(app, &exchange.asked, request);
+        app.changes.ring();
+        app.metrics.download(sent.outcome.label(), sent.bytes);
+        download::audit(
+            app,
+            &exchange.asked,
+            &sent,
+            exchange.started.elapsed().as_secs_f64(),
+        );
+        exchange.finish(app, sent.status, sent.bytes);
+    });
 }
 
 /// A request on its way to the access log and the metrics.

@@ -18,6 +18,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::JobIndex;
 use crate::archive::ArchiveSource;
+use crate::archive::plan::Fingerprint;
 use crate::archive::stream::MemberSource;
 use crate::names::{CheckpointName, JobId};
 use crate::store::digests::{Digests, FileDigest};
@@ -178,35 +179,50 @@ impl Worker {
         &mut self,
         files: &S,
         index: usize,
-        fingerprint: crate::archive::plan::Fingerprint,
+        fingerprint: Fingerprint,
     ) -> io::Result<Option<FileDigest>> {
-        let mut file = files.open(index)?;
-        if files.fingerprint(&file)? != fingerprint {
-            return Ok(None);
-        }
-        let mut buf = [0u8; CHUNK];
-        let mut crc = crc32fast::Hasher::new();
-        let mut sha = Sha256::new();
-        let mut left = fingerprint.size;
-        while left > 0 {
-            let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-            let n = file.read(&mut buf[..want])?;
-            if n == 0 {
-                return Ok(None);
-            }
-            crc.update(&buf[..n]);
-            sha.update(&buf[..n]);
-            left -= n as u64;
-            self.pace.spend(n as u64);
-        }
-        if files.fingerprint(&file)? != fingerprint {
-            return Ok(None);
-        }
-        Ok(Some(FileDigest {
-            crc32: crc.finalize(),
-            sha256: sha.finalize().into(),
-        }))
+        let pace = &mut self.pace;
+        hash_member(files, index, fingerprint, |n| pace.spend(n))
     }
+}
+
+/// CRC-32 and SHA-256 of member `index` of `files`, in one read through
+/// a buffer on the stack; `read` is told of each block (to pace it).
+/// `None` when the file is not, or not any more, the version
+/// `fingerprint` names: a digest is only ever recorded for the bytes it
+/// describes.
+pub fn hash_member<S: MemberSource>(
+    files: &S,
+    index: usize,
+    fingerprint: Fingerprint,
+    mut read: impl FnMut(u64),
+) -> io::Result<Option<FileDigest>> {
+    let mut file = files.open(index)?;
+    if files.fingerprint(&file)? != fingerprint {
+        return Ok(None);
+    }
+    let mut buf = [0u8; CHUNK];
+    let mut crc = crc32fast::Hasher::new();
+    let mut sha = Sha256::new();
+    let mut left = fingerprint.size;
+    while left > 0 {
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = file.read(&mut buf[..want])?;
+        if n == 0 {
+            return Ok(None);
+        }
+        crc.update(&buf[..n]);
+        sha.update(&buf[..n]);
+        left -= n as u64;
+        read(n as u64);
+    }
+    if files.fingerprint(&file)? != fingerprint {
+        return Ok(None);
+    }
+    Ok(Some(FileDigest {
+        crc32: crc.finalize(),
+        sha256: sha.finalize().into(),
+    }))
 }
 
 /// Sleeps as needed to keep to a rate.

@@ -7,6 +7,7 @@
 //! streams are admitted here and streamed by their own modules
 //! (`http::download`, `http::live`) on threads of their own.
 
+pub mod hub;
 mod jobs;
 mod signin;
 #[cfg(test)]
@@ -20,6 +21,7 @@ use super::download::{self, Download};
 use super::error::ApiError;
 use super::live::{self, Admitted, Live};
 use super::request::HttpRequest;
+use super::resolve::{self, FileDownload};
 use super::router::{Asset, Matched, Route};
 use crate::app::App;
 use crate::archive::{ArchiveSource, Compression};
@@ -41,6 +43,8 @@ pub enum Reply {
     },
     /// A download, streamed on its own thread.
     Download(Download),
+    /// One file of a Hub revision, streamed on its own thread.
+    File(FileDownload),
     /// A live event stream, on its own thread.
     Live(Live),
 }
@@ -105,6 +109,22 @@ pub fn dispatch(app: &App, request: &HttpRequest, matched: Matched) -> Result<Re
             headers: Vec::new(),
         }),
         Route::Metrics => metrics(app),
+        Route::HubRepo {
+            job,
+            revision,
+            blobs,
+        } => hub::repo(app, &job, &revision, blobs),
+        Route::HubTree {
+            job,
+            revision,
+            path,
+            recursive,
+        } => hub::tree(app, &job, &revision, path.as_ref(), recursive),
+        Route::HubResolve {
+            job,
+            revision,
+            path,
+        } => resolve::admit(app, &job, &revision, &path, head).map(Reply::File),
     }
 }
 

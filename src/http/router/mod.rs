@@ -7,6 +7,7 @@
 //! are refused rather than ignored. The whole API is the `match` in
 //! [`route`]; the handler for each variant is one hop away in `http::handlers`.
 
+mod hub;
 mod query;
 mod render;
 #[cfg(test)]
@@ -17,6 +18,7 @@ pub use query::{AUDIT_PAGE_DEFAULT, AuditQuery, PAGE_MAX, Paging};
 
 use super::percent;
 use crate::archive::{ArchiveSource, Compression};
+use crate::hub::{RepoPath, Revision};
 use crate::names::{CheckpointName, JobId};
 use query::Query;
 
@@ -86,6 +88,29 @@ pub enum Route {
         source: ArchiveSource,
         sha256sum: bool,
     },
+    /// `GET /api/models/trainbox/{job_id}[/revision/{revision}]`: the job
+    /// as a Hugging Face Hub repository at a revision (`main` when none is
+    /// named); with `blobs`, each file's size and SHA-256.
+    HubRepo {
+        job: JobId,
+        revision: Revision,
+        blobs: bool,
+    },
+    /// `GET /api/models/trainbox/{job_id}/tree/{revision}[/{path}]`: the
+    /// files and directories of a revision, at one level or all.
+    HubTree {
+        job: JobId,
+        revision: Revision,
+        path: Option<RepoPath>,
+        recursive: bool,
+    },
+    /// `GET /trainbox/{job_id}/resolve/{revision}/{path}`: one file of a
+    /// revision, as the Hub client fetches it.
+    HubResolve {
+        job: JobId,
+        revision: Revision,
+        path: RepoPath,
+    },
 }
 
 impl Route {
@@ -115,6 +140,9 @@ impl Route {
             Route::DownloadModel { .. } => "DownloadModel",
             Route::DownloadLogs(_) => "DownloadLogs",
             Route::Files { .. } => "Files",
+            Route::HubRepo { .. } => "HubRepo",
+            Route::HubTree { .. } => "HubTree",
+            Route::HubResolve { .. } => "HubResolve",
         }
     }
 }
@@ -188,6 +216,11 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     (GET, "/api/training/{job_id}/download/logs"),
     (GET, "/api/training/{job_id}/files"),
     (GET, "/ws/training/{job_id}"),
+    (GET, "/api/models/trainbox/{job_id}"),
+    (GET, "/api/models/trainbox/{job_id}/revision/{revision}"),
+    (GET, "/api/models/trainbox/{job_id}/tree/{revision}"),
+    (GET, "/api/models/trainbox/{job_id}/tree/{revision}/{path}"),
+    (GET, "/trainbox/{job_id}/resolve/{revision}/{path}"),
 ];
 
 /// Why a request matched no route.
@@ -204,9 +237,17 @@ pub enum RouteError {
     /// The query string is malformed, repeats a parameter, names an unknown
     /// one, or has a bad value; the text says which.
     BadQuery(String),
+    /// A Hub path names a repository that is not `trainbox/<job_id>`.
+    RepoNotFound,
+    /// A Hub path names a revision that cannot exist: not `main`, a
+    /// checkpoint name or a commit id.
+    RevisionNotFound,
+    /// A Hub path names a file or directory with an empty, `.` or `..`
+    /// component, or a control character.
+    InvalidRepoPath,
 }
 
-const GET: &str = "GET, HEAD";
+pub(super) const GET: &str = "GET, HEAD";
 const POST: &str = "POST";
 const GET_POST: &str = "GET, HEAD, POST";
 const DELETE: &str = "DELETE";
@@ -228,6 +269,10 @@ pub fn route(method: &str, target: &str) -> Result<Matched, RouteError> {
     let Some(path) = path.strip_prefix('/') else {
         return Err(RouteError::NotFound);
     };
+    let raw: Vec<&str> = path.split('/').collect();
+    if let Some(hub) = hub::route(method, &raw, query.unwrap_or("")) {
+        return hub;
+    }
     // A segment that does not decode to a clean string is kept as `None`:
     // it matches no literal and parses as no name.
     let segments: Vec<Option<String>> = if path.is_empty() {

@@ -102,8 +102,72 @@ impl Route {
                 }
                 ("GET", with_query(job(id, "files"), &query))
             }
+            Route::HubRepo {
+                job,
+                revision,
+                blobs,
+            } => {
+                let path = format!(
+                    "/api/models/{}/revision/{}",
+                    hub_repo(job),
+                    percent::encode(&revision.to_string())
+                );
+                let query = if *blobs {
+                    vec!["blobs=true".to_owned()]
+                } else {
+                    Vec::new()
+                };
+                ("GET", with_query(path, &query))
+            }
+            Route::HubTree {
+                job,
+                revision,
+                path,
+                recursive,
+            } => {
+                // As the client sends it: the sub-path as one segment.
+                let sub = path
+                    .as_ref()
+                    .map_or_else(String::new, |p| format!("/{}", percent::encode(p.as_str())));
+                let path = format!(
+                    "/api/models/{}/tree/{}{sub}",
+                    hub_repo(job),
+                    percent::encode(&revision.to_string())
+                );
+                let query = if *recursive {
+                    vec!["recursive=true".to_owned()]
+                } else {
+                    Vec::new()
+                };
+                ("GET", with_query(path, &query))
+            }
+            Route::HubResolve {
+                job,
+                revision,
+                path,
+            } => {
+                let segments: Vec<String> = path.as_str().split('/').map(percent::encode).collect();
+                (
+                    "GET",
+                    format!(
+                        "/{}/resolve/{}/{}",
+                        hub_repo(job),
+                        percent::encode(&revision.to_string()),
+                        segments.join("/")
+                    ),
+                )
+            }
         }
     }
+}
+
+/// `trainbox/<job_id>`, each part encoded.
+fn hub_repo(job: &JobId) -> String {
+    format!(
+        "{}/{}",
+        crate::hub::NAMESPACE,
+        percent::encode(job.as_str())
+    )
 }
 
 fn with_query(path: String, query: &[String]) -> String {

@@ -152,6 +152,9 @@ const ALL_VARIANTS: &[&str] = &[
     "DownloadModel",
     "DownloadLogs",
     "Files",
+    "HubRepo",
+    "HubTree",
+    "HubResolve",
 ];
 
 /// `ENDPOINTS` (which the OpenAPI test and the auth walk use) routes,
@@ -163,7 +166,9 @@ fn the_endpoint_table_covers_every_route() {
     for (methods, template) in ENDPOINTS {
         let target = template
             .replace("{job_id}", "j1")
-            .replace("{name}", "checkpoint-1");
+            .replace("{name}", "checkpoint-1")
+            .replace("{revision}", "main")
+            .replace("{path}", "config.json");
         for method in methods.split(", ") {
             let m = route(method, &target).unwrap_or_else(|e| panic!("{method} {target}: {e:?}"));
             seen.insert(m.route.name());
@@ -452,6 +457,32 @@ fn any_route() -> impl Strategy<Value = Route> {
                 sha256sum,
             }
         }),
+        (any_job_id(), any_revision(), any::<bool>()).prop_map(|(job, revision, blobs)| {
+            Route::HubRepo {
+                job,
+                revision,
+                blobs,
+            }
+        }),
+        (
+            any_job_id(),
+            any_revision(),
+            proptest::option::of(any_repo_path()),
+            any::<bool>()
+        )
+            .prop_map(|(job, revision, path, recursive)| Route::HubTree {
+                job,
+                revision,
+                path,
+                recursive,
+            }),
+        (any_job_id(), any_revision(), any_repo_path()).prop_map(|(job, revision, path)| {
+            Route::HubResolve {
+                job,
+                revision,
+                path,
+            }
+        }),
         (any_job_id(), source, compression, any::<bool>()).prop_map(
             |(job, source, compression, allow_incomplete)| Route::DownloadModel {
                 job,
@@ -461,6 +492,22 @@ fn any_route() -> impl Strategy<Value = Route> {
             }
         ),
     ]
+}
+
+fn any_revision() -> impl Strategy<Value = Revision> {
+    prop_oneof![
+        Just(Revision::Main),
+        any_checkpoint_name()
+            .prop_filter("not in progress", |n| !n.is_in_progress())
+            .prop_map(Revision::Checkpoint),
+        "[0-9a-f]{40}".prop_map(Revision::Commit),
+    ]
+}
+
+/// Paths with spaces, unicode, dots and percent signs in them.
+fn any_repo_path() -> impl Strategy<Value = RepoPath> {
+    proptest::collection::vec("[a-zA-Z0-9 ._%+éü-]{1,12}", 1..4)
+        .prop_filter_map("a valid path", |parts| RepoPath::parse(&parts.join("/")))
 }
 
 proptest! {
@@ -486,6 +533,9 @@ pub(crate) fn assert_route_names_parse(route: &Route) {
         Route::DeleteCheckpoint(j, c) => {
             assert_eq!(CheckpointName::parse(c.as_str()).as_ref(), Ok(c));
             Some(j)
+        }
+        Route::HubRepo { job, .. } | Route::HubTree { job, .. } | Route::HubResolve { job, .. } => {
+            Some(job)
         }
         Route::DownloadModel { job, source, .. } | Route::Files { job, source, .. } => {
             if let ArchiveSource::Checkpoint(c) = source {
