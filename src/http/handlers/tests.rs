@@ -881,3 +881,152 @@ fn deleting_removes_links_never_what_they_point_to() {
         "precious"
     );
 }
+
+/// A finished job with a model and two checkpoints, one still being
+/// written (fresh files), as the Hub routes see it.
+fn hub_fixture() -> Fixture {
+    let f = fixture();
+    f.root
+        .managed_job("hf", JobStatus::Completed, "2026-11-28T10:00:00Z");
+    f.root
+        .write("jobs/hf/model/config.json", "{\"model_type\": \"gpt2\"}");
+    f.root
+        .write("jobs/hf/model/sub/deeper/note.txt", "nested\n");
+    for step in [50, 100] {
+        f.root.write(
+            &format!("jobs/hf/model/checkpoint-{step}/trainer_state.json"),
+            "{}",
+        );
+        f.root.write(
+            &format!("jobs/hf/model/checkpoint-{step}/weights.bin"),
+            &step.to_string(),
+        );
+    }
+    age(&f.root.job("hf").join("model/checkpoint-50"));
+    f
+}
+
+#[test]
+fn hub_revisions_are_main_complete_checkpoints_and_their_commits() {
+    let f = hub_fixture();
+    let main = f.get("/api/models/trainbox/hf");
+    let commit = main["sha"].as_str().unwrap().to_owned();
+    assert!(crate::hub::is_commit_id(&commit));
+    let names: Vec<&str> = main["siblings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["rfilename"].as_str().unwrap())
+        .collect();
+    // main is the model without its checkpoints.
+    assert_eq!(names, ["config.json", "sub/deeper/note.txt"]);
+    // The commit names the same revision, and is stable.
+    let pinned = f.get(&format!("/api/models/trainbox/hf/revision/{commit}"));
+    assert_eq!(pinned["sha"], main["sha"]);
+    let checkpoint = f.get("/api/models/trainbox/hf/revision/checkpoint-50?blobs=true");
+    let sibling = &checkpoint["siblings"][1];
+    assert_eq!(sibling["rfilename"], "weights.bin");
+    assert_eq!(
+        sibling["lfs"]["sha256"],
+        crate::store::digests::sha256_hex(b"50")
+    );
+    assert_ne!(checkpoint["sha"], main["sha"]);
+    // Still being written: not a revision yet; and nothing that is none.
+    for (revision, says) in [
+        ("checkpoint-100", "still being written"),
+        (
+            "checkpoint-7",
+            "Complete checkpoints are revisions: checkpoint-50",
+        ),
+        ("0123456789abcdef0123456789abcdef01234567", "No revision"),
+    ] {
+        let refused = f.refused_get(&format!("/api/models/trainbox/hf/revision/{revision}"));
+        assert!(
+            matches!(&refused, ApiError::RevisionNotFound(why) if why.contains(says)),
+            "{revision}: {refused:?}"
+        );
+    }
+    assert!(matches!(
+        f.refused_get("/api/models/trainbox/nope"),
+        ApiError::RepoNotFound
+    ));
+    // A changed file is a new commit; the old one is gone with it.
+    f.root
+        .write("jobs/hf/model/config.json", "{\"model_type\": \"llama\"}");
+    let changed = f.get("/api/models/trainbox/hf");
+    assert_ne!(changed["sha"], main["sha"]);
+    assert!(matches!(
+        f.refused_get(&format!("/trainbox/hf/resolve/{commit}/config.json")),
+        ApiError::RevisionNotFound(_)
+    ));
+}
+
+#[test]
+fn hub_main_waits_for_the_job_to_finish() {
+    let f = fixture();
+    f.root
+        .managed_job("run", JobStatus::Running, "2026-11-28T10:00:00Z");
+    f.root.write("jobs/run/model/config.json", "{}");
+    f.root
+        .write("jobs/run/model/checkpoint-5/trainer_state.json", "{}");
+    age(&f.root.job("run").join("model/checkpoint-5"));
+    let refused = f.refused_get("/api/models/trainbox/run");
+    assert!(
+        matches!(&refused, ApiError::RevisionNotFound(why)
+            if why.contains("has not finished") && why.contains("checkpoint-5")),
+        "{refused:?}"
+    );
+    assert_eq!(
+        refused.headers()[0],
+        ("X-Error-Code", "RevisionNotFound".into())
+    );
+    f.get("/api/models/trainbox/run/revision/checkpoint-5");
+}
+
+#[test]
+fn hub_trees_list_levels_and_refuse_what_is_not_a_directory() {
+    let f = hub_fixture();
+    let top = f.get("/api/models/trainbox/hf/tree/main");
+    let paths: Vec<(&str, &str)> = top
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["type"].as_str().unwrap(), e["path"].as_str().unwrap()))
+        .collect();
+    assert_eq!(paths, [("file", "config.json"), ("directory", "sub")]);
+    let deep = f.get("/api/models/trainbox/hf/tree/main/sub%2Fdeeper?recursive=TRUE");
+    assert_eq!(deep[0]["path"], "sub/deeper/note.txt");
+    assert_eq!(
+        deep[0]["lfs"]["oid"],
+        crate::store::digests::sha256_hex(b"nested\n")
+    );
+    for missing in ["config.json", "nope", "su"] {
+        let refused = f.refused_get(&format!("/api/models/trainbox/hf/tree/main/{missing}"));
+        let ApiError::EntryNotFound { commit, .. } = &refused else {
+            panic!("{missing}: {refused:?}")
+        };
+        assert!(
+            refused
+                .headers()
+                .contains(&("X-Repo-Commit", commit.clone()))
+        );
+    }
+}
+
+#[test]
+fn hub_files_not_hashed_yet_are_hashed_on_the_spot_up_to_a_bound() {
+    let f = hub_fixture();
+    // No digest worker runs here: the small files were hashed by the request.
+    f.get("/api/models/trainbox/hf");
+    let big = fs::File::create(f.root.job("hf").join("model/big.bin")).unwrap();
+    big.set_len(super::hub::HASH_ON_THE_SPOT_MAX + 1).unwrap();
+    drop(big);
+    let refused = f.refused_get("/trainbox/hf/resolve/main/config.json");
+    assert!(matches!(refused, ApiError::Unavailable(_)), "{refused:?}");
+    assert!(
+        refused
+            .headers()
+            .iter()
+            .any(|(name, _)| *name == "Retry-After")
+    );
+}
