@@ -92,6 +92,10 @@ struct ServerArgs {
     /// Seconds between SIGTERM and SIGKILL when a job is cancelled.
     #[arg(long, default_value_t = 30.0)]
     cancel_grace: f64,
+    /// Seconds between two samples of each running job's resource use
+    /// (CPU, memory, I/O, GPU), kept in its `resources.jsonl`.
+    #[arg(long, default_value_t = 5.0)]
+    sample_interval: f64,
     /// Bearer tokens, one a line as `read:<token>` or `control:<token>`. A
     /// relative path is looked up in $CREDENTIALS_DIRECTORY when systemd
     /// set it (LoadCredential=).
@@ -243,6 +247,7 @@ fn serve(root: &Path, args: &ServerArgs, on_ready: Option<OnReady>) -> Result<()
             cgroup: args.cgroup.clone(),
             cancel_grace: Duration::from_secs_f64(args.cancel_grace),
             changes: Default::default(),
+            sample_every: seconds(args.sample_interval, "--sample-interval")?,
         },
         tokens: args.token_file.as_deref().map(load_tokens).transpose()?,
         insecure_no_auth: args.insecure_no_auth,

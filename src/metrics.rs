@@ -3,14 +3,84 @@
 //!
 //! Label values come from fixed sets only (route names, status codes,
 //! download outcomes, job statuses), so a client cannot grow the number of
-//! series.
+//! series; the per-job resource gauges are labelled by job for running
+//! jobs only (at most `--max-jobs` of them), and cleared as jobs end.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
+use serde_json::Value;
 
+use crate::names::JobId;
 use crate::store::records::JobStatus;
+
+/// The per-job resource gauges: (name, help, field of the sample).
+const JOB_GAUGES: &[(&str, &str, &str)] = &[
+    (
+        "job_cpu_percent",
+        "CPU use of a running job over its last sampling interval, in percent of one core.",
+        "cpu_percent",
+    ),
+    (
+        "job_cpu_seconds",
+        "CPU time a running job has used.",
+        "cpu_seconds",
+    ),
+    (
+        "job_resident_bytes",
+        "Resident memory of a running job's processes.",
+        "rss_bytes",
+    ),
+    (
+        "job_memory_bytes",
+        "Memory charged to a running job's cgroup (page cache included), where it has one.",
+        "memory_bytes",
+    ),
+    (
+        "job_threads",
+        "Threads of a running job's processes.",
+        "threads",
+    ),
+    (
+        "job_read_bytes",
+        "Bytes a running job's processes read from storage.",
+        "read_bytes",
+    ),
+    (
+        "job_write_bytes",
+        "Bytes a running job's processes wrote to storage.",
+        "write_bytes",
+    ),
+    (
+        "job_gpu_percent",
+        "GPU (SM) utilisation of a running job's processes, summed over devices.",
+        "gpu_percent",
+    ),
+    (
+        "job_gpu_memory_bytes",
+        "GPU memory a running job's processes hold.",
+        "gpu_memory_bytes",
+    ),
+];
+
+/// What the gauges are set to when `/metrics` is read.
+pub struct Now<'a> {
+    pub downloads_in_flight: usize,
+    pub trainers: usize,
+    pub jobs: &'a [(JobStatus, usize)],
+    /// The latest resource sample of each running job.
+    pub running: &'a [(JobId, Value)],
+    /// The root's file system, and what the jobs under it take.
+    pub disk: Option<DiskNow>,
+}
+
+/// Disk figures for the gauges.
+pub struct DiskNow {
+    pub total_bytes: u64,
+    pub free_bytes: u64,
+    pub jobs_bytes: u64,
+}
 
 /// Request durations from a millisecond to ten minutes (downloads).
 const BUCKETS: &[f64] = &[0.001, 0.005, 0.025, 0.1, 0.5, 2.5, 10.0, 60.0, 600.0];
@@ -25,6 +95,8 @@ pub struct Metrics {
     jobs: IntGaugeVec,
     jobs_running: IntGauge,
     accept_restarts: IntCounter,
+    job_gauges: Vec<(GaugeVec, &'static str)>,
+    disk: IntGaugeVec,
 }
 
 fn must<T>(result: prometheus::Result<T>) -> T {
@@ -76,8 +148,28 @@ impl Default for Metrics {
             "accept_loop_restarts_total",
             "Times the accept loop died (descriptors exhausted, say) and was started again.",
         ));
+        let job_gauges: Vec<(GaugeVec, &'static str)> = JOB_GAUGES
+            .iter()
+            .map(|(name, help, field)| {
+                (
+                    must(GaugeVec::new(Opts::new(*name, *help), &["job"])),
+                    *field,
+                )
+            })
+            .collect();
+        let disk = must(IntGaugeVec::new(
+            Opts::new(
+                "disk_bytes",
+                "The root's file system: total, free (to unprivileged users), and taken by jobs.",
+            ),
+            &["kind"],
+        ));
+        for (gauge, _) in &job_gauges {
+            must(registry.register(Box::new(gauge.clone())));
+        }
         for collector in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(disk.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(requests.clone()),
             Box::new(duration.clone()),
             Box::new(downloads_in_flight.clone()),
             Box::new(download_bytes.clone()),
@@ -98,6 +190,8 @@ impl Default for Metrics {
             jobs,
             jobs_running,
             accept_restarts,
+            job_gauges,
+            disk,
         }
     }
 }
@@ -122,16 +216,32 @@ impl Metrics {
     }
 
     /// The text exposition, with the gauges set to `now`.
-    pub fn render(
-        &self,
-        downloads_in_flight: usize,
-        trainers: usize,
-        jobs: &[(JobStatus, usize)],
-    ) -> String {
-        self.downloads_in_flight.set(downloads_in_flight as i64);
-        self.jobs_running.set(trainers as i64);
+    pub fn render(&self, now: &Now<'_>) -> String {
+        self.downloads_in_flight.set(now.downloads_in_flight as i64);
+        self.jobs_running.set(now.trainers as i64);
+        // Only the jobs running now: an ended job's series goes away.
+        for (gauge, field) in &self.job_gauges {
+            gauge.reset();
+            for (job, sample) in now.running {
+                if let Some(value) = sample.get(*field).and_then(Value::as_f64) {
+                    gauge.with_label_values(&[job.as_str()]).set(value);
+                }
+            }
+        }
+        if let Some(disk) = &now.disk {
+            for (kind, bytes) in [
+                ("total", disk.total_bytes),
+                ("free", disk.free_bytes),
+                ("jobs", disk.jobs_bytes),
+            ] {
+                self.disk
+                    .with_label_values(&[kind])
+                    .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+            }
+        }
         for status in JobStatus::ALL {
-            let count = jobs
+            let count = now
+                .jobs
                 .iter()
                 .find(|(s, _)| *s == status)
                 .map_or(0, |(_, n)| *n);
@@ -181,7 +291,22 @@ mod tests {
         m.request("ListJobs", 200, 0.002);
         m.request("DownloadModel", 206, 3.0);
         m.download("completed", 1234);
-        let text = m.render(2, 1, &[(JobStatus::Running, 1), (JobStatus::Completed, 3)]);
+        let job = JobId::parse("j1").unwrap();
+        let running = [(
+            job,
+            serde_json::json!({"cpu_percent": 150.5, "rss_bytes": 1024, "gpu_percent": null}),
+        )];
+        let text = m.render(&Now {
+            downloads_in_flight: 2,
+            trainers: 1,
+            jobs: &[(JobStatus::Running, 1), (JobStatus::Completed, 3)],
+            running: &running,
+            disk: Some(DiskNow {
+                total_bytes: 100,
+                free_bytes: 40,
+                jobs_bytes: 7,
+            }),
+        });
         for needle in [
             "trainbox_http_requests_total{route=\"ListJobs\",status=\"200\"} 1",
             "trainbox_http_request_duration_seconds_bucket{route=\"DownloadModel\",le=\"10\"} 1",
@@ -192,8 +317,22 @@ mod tests {
             "trainbox_jobs{status=\"failed\"} 0",
             "trainbox_trainers_running 1",
             "# TYPE trainbox_http_request_duration_seconds histogram",
+            "trainbox_job_cpu_percent{job=\"j1\"} 150.5",
+            "trainbox_job_resident_bytes{job=\"j1\"} 1024",
+            "trainbox_disk_bytes{kind=\"free\"} 40",
         ] {
             assert!(text.contains(needle), "{needle} in\n{text}");
         }
+        // A figure the sample does not have is no series at all.
+        assert!(!text.contains("trainbox_job_gpu_percent{"));
+        // The job ends: its series go.
+        let text = m.render(&Now {
+            downloads_in_flight: 0,
+            trainers: 0,
+            jobs: &[],
+            running: &[],
+            disk: None,
+        });
+        assert!(!text.contains("job=\"j1\""), "{text}");
     }
 }

@@ -31,6 +31,8 @@ pub struct JobSnapshot {
     pub created_at: Option<String>,
     pub has_model: bool,
     pub status: JobStatus,
+    /// The newest resource sample (`resources.jsonl`), if it was sampled.
+    pub resources: Option<Value>,
 }
 
 impl JobSnapshot {
@@ -61,6 +63,7 @@ impl JobSnapshot {
             created_at,
             has_model: dir.model_has_files(),
             status,
+            resources: dir.latest_resources(),
         }
     }
 
@@ -106,6 +109,7 @@ impl JobSnapshot {
             "updated_at": self.last_write.map(timefmt::rfc3339),
             "has_model": self.has_model,
             "progress": summary,
+            "resources": self.resources,
         })
     }
 
@@ -164,6 +168,7 @@ mod tests {
             created_at: None,
             has_model: false,
             status: JobStatus::Running,
+            resources: None,
         };
         assert_eq!(
             snapshot.stale_after(),

@@ -8,7 +8,7 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -41,60 +41,6 @@ fn escaper_root(tag: &str) -> TempDir {
         .to_string(),
     );
     root
-}
-
-/// The cgroup v2 mount (`/sys/fs/cgroup`, or `.../unified` on hybrid hosts).
-fn cgroup2_mount() -> Option<PathBuf> {
-    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
-    info.lines().find_map(|line| {
-        let (before, after) = line.split_once(" - ")?;
-        (after.split_whitespace().next()? == "cgroup2").then_some(())?;
-        Some(PathBuf::from(before.split_whitespace().nth(4)?))
-    })
-}
-
-/// A cgroup of the test's own, killed and removed on drop.
-struct TestCgroup(PathBuf);
-
-impl TestCgroup {
-    fn new(tag: &str) -> Result<TestCgroup, String> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            return Err("not root".into());
-        }
-        let mount = cgroup2_mount().ok_or("no cgroup v2 mount")?;
-        let dir = mount.join(format!("trainbox-test-{tag}-{}", std::process::id()));
-        fs::create_dir(&dir).map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
-        Ok(TestCgroup(dir))
-    }
-}
-
-impl Drop for TestCgroup {
-    fn drop(&mut self) {
-        // Deepest first; whatever is left is killed.
-        let mut dirs = Vec::new();
-        let mut stack = vec![self.0.clone()];
-        while let Some(dir) = stack.pop() {
-            if let Ok(entries) = fs::read_dir(&dir) {
-                stack.extend(
-                    entries
-                        .flatten()
-                        .filter(|e| e.path().is_dir())
-                        .map(|e| e.path()),
-                );
-            }
-            dirs.push(dir);
-        }
-        for dir in dirs.iter().rev() {
-            let _ = fs::write(dir.join("cgroup.kill"), "1");
-            for _ in 0..100 {
-                if fs::remove_dir(dir).is_ok() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
 }
 
 /// True while `pid` runs (a zombie, dead but not yet reaped by whoever

@@ -51,6 +51,7 @@ pub fn need(route: &Route) -> Need {
         | Route::Checkpoints(_)
         | Route::Progress(_)
         | Route::History(_)
+        | Route::Resources(_)
         | Route::Events(_)
         | Route::WebSocket(_)
         | Route::DownloadModel { .. }

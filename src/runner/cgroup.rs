@@ -201,6 +201,53 @@ pub struct JobCgroup {
     procs: File,
 }
 
+/// A job cgroup's files that say what it holds and used.
+#[derive(Debug, Clone)]
+pub struct Account {
+    path: PathBuf,
+}
+
+impl Account {
+    /// The pids in the cgroup now.
+    pub fn pids(&self) -> Vec<i32> {
+        fs::read_to_string(self.path.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+
+    /// What the cgroup's files say it used (each figure where its
+    /// controller is enabled; `cpu.stat` exists in every cgroup).
+    pub fn usage(&self) -> Usage {
+        let (mut read, mut write) = (None, None);
+        if let Ok(text) = fs::read_to_string(self.path.join("io.stat")) {
+            for field in text.split_whitespace() {
+                if let Some(n) = field
+                    .strip_prefix("rbytes=")
+                    .and_then(|v| v.parse::<u64>().ok())
+                {
+                    read = Some(read.unwrap_or(0) + n);
+                }
+                if let Some(n) = field
+                    .strip_prefix("wbytes=")
+                    .and_then(|v| v.parse::<u64>().ok())
+                {
+                    write = Some(write.unwrap_or(0) + n);
+                }
+            }
+        }
+        Usage {
+            cpu_usec: keyed(&self.path.join("cpu.stat"), "usage_usec"),
+            memory_bytes: single(&self.path.join("memory.current")),
+            memory_peak_bytes: single(&self.path.join("memory.peak")),
+            io_read_bytes: read,
+            io_write_bytes: write,
+            pids: single(&self.path.join("pids.current")),
+        }
+    }
+}
+
 /// What a job's cgroup says it used.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Usage {
@@ -220,11 +267,15 @@ impl JobCgroup {
 
     /// The pids in the cgroup now.
     pub fn pids(&self) -> Vec<i32> {
-        fs::read_to_string(self.path.join("cgroup.procs"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .collect()
+        self.account().pids()
+    }
+
+    /// The cgroup's accounting, to read without holding the job (the
+    /// resource sampler reads it while the runner goes on).
+    pub fn account(&self) -> Account {
+        Account {
+            path: self.path.clone(),
+        }
     }
 
     /// A key of `cgroup.events` (`populated`, `frozen`).
@@ -304,34 +355,9 @@ impl JobCgroup {
         keyed(&self.path.join("memory.events"), "oom_kill").unwrap_or(0)
     }
 
-    /// What the cgroup's files say it used (each figure where its
-    /// controller is enabled; `cpu.stat` exists in every cgroup).
+    /// What the cgroup's files say it used.
     pub fn usage(&self) -> Usage {
-        let (mut read, mut write) = (None, None);
-        if let Ok(text) = fs::read_to_string(self.path.join("io.stat")) {
-            for field in text.split_whitespace() {
-                if let Some(n) = field
-                    .strip_prefix("rbytes=")
-                    .and_then(|v| v.parse::<u64>().ok())
-                {
-                    read = Some(read.unwrap_or(0) + n);
-                }
-                if let Some(n) = field
-                    .strip_prefix("wbytes=")
-                    .and_then(|v| v.parse::<u64>().ok())
-                {
-                    write = Some(write.unwrap_or(0) + n);
-                }
-            }
-        }
-        Usage {
-            cpu_usec: keyed(&self.path.join("cpu.stat"), "usage_usec"),
-            memory_bytes: single(&self.path.join("memory.current")),
-            memory_peak_bytes: single(&self.path.join("memory.peak")),
-            io_read_bytes: read,
-            io_write_bytes: write,
-            pids: single(&self.path.join("pids.current")),
-        }
+        self.account().usage()
     }
 }
 

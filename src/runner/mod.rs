@@ -19,12 +19,14 @@
 //! submit). The state machine and client actions are in `state`; launching,
 //! reaping and recovery in `lifecycle`; parsing recipes and checking params
 //! in `recipes`; spawning and signalling processes in `process`; cgroups in
-//! `cgroup`; files in the store.
+//! `cgroup`; sampling running jobs' resource use in `resources`; files in
+//! the store.
 
 pub mod cgroup;
 mod lifecycle;
 pub mod process;
 pub mod recipes;
+pub mod resources;
 mod state;
 
 use std::io;
@@ -58,6 +60,8 @@ pub struct RunnerConfig {
     /// `--cgroup`: the cgroup (v2) to give jobs theirs under, when not
     /// delegated by systemd.
     pub cgroup: Option<std::path::PathBuf>,
+    /// How often each running job's resource use is sampled.
+    pub sample_every: Duration,
 }
 
 impl Default for RunnerConfig {
@@ -68,6 +72,7 @@ impl Default for RunnerConfig {
             changes: Doorbell::default(),
             max_queued: 100,
             cgroup: None,
+            sample_every: resources::SAMPLE_EVERY,
         }
     }
 }
@@ -120,6 +125,10 @@ pub trait Jobs: Send + Sync {
     fn holds(&self, id: &JobId) -> bool;
     /// `"cgroup"` or `"process-group"`.
     fn control_mode(&self) -> &'static str;
+    /// The latest resource sample of each running job.
+    fn resources(&self) -> Vec<(JobId, Value)> {
+        Vec::new()
+    }
 }
 
 impl Jobs for Runner {
@@ -152,6 +161,19 @@ impl Jobs for Runner {
     }
     fn control_mode(&self) -> &'static str {
         Runner::control_mode(self)
+    }
+    fn resources(&self) -> Vec<(JobId, Value)> {
+        let latest = self
+            .shared
+            .resources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut running: Vec<(JobId, Value)> = latest
+            .iter()
+            .map(|(id, s)| (id.clone(), s.clone()))
+            .collect();
+        running.sort_by(|a, b| a.0.cmp(&b.0));
+        running
     }
 }
 
@@ -200,6 +222,7 @@ impl Runner {
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
             observer: OnceLock::new(),
+            resources: Mutex::new(std::collections::HashMap::new()),
         });
         let queue = recover(&shared.store, shared.cgroups.as_ref())?;
         shared.lock().queue.extend(queue);
@@ -207,6 +230,7 @@ impl Runner {
         thread::Builder::new()
             .name("runner".into())
             .spawn(move || schedule(&scheduler))?;
+        resources::start(&shared, shared.config.sample_every)?;
         Ok(Runner { shared })
     }
 

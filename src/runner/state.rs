@@ -108,6 +108,8 @@ pub(super) struct Shared {
     pub(super) changed: Condvar,
     /// Told the id of every job whose record was written (the job index).
     pub(super) observer: OnceLock<Observer>,
+    /// The latest resource sample of each running job (`resources`).
+    pub(super) resources: Mutex<HashMap<JobId, serde_json::Value>>,
 }
 
 /// What is told of each record the runner writes.

@@ -15,21 +15,22 @@ use super::records::JobRecord;
 use super::walk;
 use super::{
     CSV_HISTORY_TAIL, HISTORY_FILE, LAST_SAMPLE_TAIL, LIGHTNING_LOGS, LIGHTNING_METRICS_FILE,
-    LOG_FILE, MODEL_DIR, PROGRESS_FILE, RECORD_FILE, TRAINER_STATE_FILE, atomic, is_missing,
-    open_regular, read_small, step_from_name,
+    LOG_FILE, MODEL_DIR, PROGRESS_FILE, RECORD_FILE, RESOURCES_FILE, TRAINER_STATE_FILE, atomic,
+    is_missing, open_regular, read_small, step_from_name,
 };
 use crate::archive::plan::Fingerprint;
 use crate::names::JobId;
 
 /// The paths a job's [`Stamp`] covers: its view is read from these (the
 /// model directory changes when a checkpoint appears).
-const STAMPED: [&str; 6] = [
+const STAMPED: [&str; 7] = [
     ".",
     RECORD_FILE,
     PROGRESS_FILE,
     HISTORY_FILE,
     LOG_FILE,
     MODEL_DIR,
+    RESOURCES_FILE,
 ];
 
 /// A digest of the fingerprints of a job's [`STAMPED`] paths (missing ones

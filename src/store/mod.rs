@@ -9,7 +9,8 @@
 //!
 //! Here: the root and the job list. One job's record, log, progress and
 //! history: `job`; its checkpoints and the files a download covers:
-//! `checkpoints`; replacing a record atomically: `atomic`.
+//! `checkpoints`; its resource samples: `resources`; replacing a record
+//! atomically: `atomic`.
 
 mod atomic;
 pub mod audit;
@@ -20,10 +21,12 @@ mod job;
 pub mod lock;
 pub mod progress;
 pub mod records;
+mod resources;
 pub mod walk;
 
 pub use checkpoints::{Checkpoint, JobFiles, step_from_name};
 pub use job::{JobDir, ProgressRead, Stamp};
+pub use resources::{RESOURCES_FILE, RESOURCES_MAX_BYTES, RESOURCES_POINTS_MAX};
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};

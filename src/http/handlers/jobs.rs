@@ -130,6 +130,19 @@ pub fn progress(app: &App, id: &JobId) -> Result<Reply, ApiError> {
     Ok(Reply::Json(200, entry.progress_json()))
 }
 
+/// `GET /api/training/{job_id}/resources`: what the job used while it
+/// ran, one sample every `--sample-interval`, thinned to at most
+/// `RESOURCES_POINTS_MAX` (oldest first).
+pub fn resources(app: &App, id: &JobId) -> Result<Reply, ApiError> {
+    let samples = open_job(app, id)?
+        .resources()
+        .context("reading resource samples")?;
+    Ok(Reply::Json(
+        200,
+        json!({ "job_id": id.as_str(), "samples": samples }),
+    ))
+}
+
 /// `GET /api/training/{job_id}/metrics`.
 pub fn history(app: &App, id: &JobId) -> Result<Reply, ApiError> {
     let history = open_job(app, id)?.history(&app.histories);

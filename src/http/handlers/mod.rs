@@ -73,6 +73,7 @@ pub fn dispatch(app: &App, request: &HttpRequest, matched: Matched) -> Result<Re
         Route::Checkpoints(id) => jobs::checkpoints(app, &id),
         Route::Progress(id) => jobs::progress(app, &id),
         Route::History(id) => jobs::history(app, &id),
+        Route::Resources(id) => jobs::resources(app, &id),
         Route::StartJob => jobs::start(app, request),
         Route::Recipes => jobs::recipes(app),
         Route::Downloads(asked) => Ok(downloads(app, &asked)),
@@ -173,11 +174,14 @@ fn stream(
 /// `GET /metrics`: the Prometheus text exposition, with the jobs counted
 /// by status now.
 fn metrics(app: &App) -> Result<Reply, ApiError> {
-    let text = app.metrics.render(
-        app.downloads.current(),
-        app.runner.active_count(),
-        &app.index.counts(),
-    );
+    let running = app.runner.resources();
+    let text = app.metrics.render(&crate::metrics::Now {
+        downloads_in_flight: app.downloads.current(),
+        trainers: app.runner.active_count(),
+        jobs: &app.index.counts(),
+        running: &running,
+        disk: None,
+    });
     Ok(Reply::Page {
         status: 200,
         content_type: "text/plain; version=0.0.4; charset=utf-8",

@@ -63,6 +63,8 @@ pub enum Route {
     Progress(JobId),
     /// `GET /api/training/{job_id}/metrics`
     History(JobId),
+    /// `GET /api/training/{job_id}/resources`: the job's resource samples.
+    Resources(JobId),
     /// `GET /api/training/{job_id}/events`: Server-Sent Events.
     Events(JobId),
     /// `GET /ws/training/{job_id}`: WebSocket.
@@ -134,6 +136,7 @@ impl Route {
             Route::Checkpoints(_) => "Checkpoints",
             Route::Progress(_) => "Progress",
             Route::History(_) => "History",
+            Route::Resources(_) => "Resources",
             Route::Events(_) => "Events",
             Route::WebSocket(_) => "WebSocket",
             Route::Control(..) => "Control",
@@ -208,6 +211,7 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     (GET, "/api/training/{job_id}/checkpoints"),
     (GET, "/api/training/{job_id}/progress"),
     (GET, "/api/training/{job_id}/metrics"),
+    (GET, "/api/training/{job_id}/resources"),
     (GET, "/api/training/{job_id}/events"),
     (POST, "/api/training/{job_id}/pause"),
     (POST, "/api/training/{job_id}/resume"),
@@ -306,6 +310,7 @@ pub fn route(method: &str, target: &str) -> Result<Matched, RouteError> {
             "checkpoints" => (GET, Shape::Job(Route::Checkpoints, *id)),
             "progress" => (GET, Shape::Job(Route::Progress, *id)),
             "metrics" => (GET, Shape::Job(Route::History, *id)),
+            "resources" => (GET, Shape::Job(Route::Resources, *id)),
             "events" => (GET, Shape::Job(Route::Events, *id)),
             "files" => (GET, Shape::Files(*id)),
             "pause" => (POST, Shape::Control(Action::Pause, *id)),

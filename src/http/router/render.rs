@@ -69,6 +69,7 @@ impl Route {
             Route::Checkpoints(id) => ("GET", job(id, "checkpoints")),
             Route::Progress(id) => ("GET", job(id, "progress")),
             Route::History(id) => ("GET", job(id, "metrics")),
+            Route::Resources(id) => ("GET", job(id, "resources")),
             Route::Events(id) => ("GET", job(id, "events")),
             Route::WebSocket(id) => (
                 "GET",

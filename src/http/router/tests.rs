@@ -146,6 +146,7 @@ const ALL_VARIANTS: &[&str] = &[
     "Checkpoints",
     "Progress",
     "History",
+    "Resources",
     "Events",
     "WebSocket",
     "Control",
@@ -427,13 +428,14 @@ fn any_route() -> impl Strategy<Value = Route> {
         ],
         asset.prop_map(Route::Asset),
         paging.prop_map(Route::ListJobs),
-        (any_job_id(), 0..7u8).prop_map(|(id, which)| match which {
+        (any_job_id(), 0..8u8).prop_map(|(id, which)| match which {
             0 => Route::Job(id),
             1 => Route::Checkpoints(id),
             2 => Route::Progress(id),
             3 => Route::History(id),
             4 => Route::Events(id),
             5 => Route::WebSocket(id),
+            6 => Route::Resources(id),
             _ => Route::DownloadLogs(id),
         }),
         (any_job_id(), action).prop_map(|(id, action)| Route::Control(id, action)),
@@ -525,6 +527,7 @@ pub(crate) fn assert_route_names_parse(route: &Route) {
         | Route::Checkpoints(j)
         | Route::Progress(j)
         | Route::History(j)
+        | Route::Resources(j)
         | Route::Events(j)
         | Route::WebSocket(j)
         | Route::DownloadLogs(j)
