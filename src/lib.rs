@@ -17,6 +17,7 @@
 //! - [`systemd`]: socket activation and `sd_notify`.
 //! - [`metrics`]: the Prometheus counters behind `/metrics`.
 //! - [`view`]: a job as the API shows it, read once from the store.
+//! - [`compare`]: run comparison: a metric's curve, last and best values.
 //! - [`hub`]: a job as a Hugging Face Hub repository: revisions, commit ids, trees.
 //! - [`index`]: every job's view in memory, kept fresh by inotify.
 //! - [`demo`]: the built-in demo trainer and the `demo` command.
@@ -26,6 +27,7 @@
 pub mod access;
 pub mod app;
 pub mod archive;
+pub mod compare;
 pub mod counting;
 pub mod demo;
 pub mod doorbell;

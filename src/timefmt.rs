@@ -49,9 +49,63 @@ pub fn now_rfc3339() -> String {
     rfc3339(SystemTime::now())
 }
 
+/// Days since 1970-01-01 of a date (the inverse of [`civil_from_days`]).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let year = year - i64::from(month <= 2);
+    let era = year.div_euclid(400);
+    let yoe = year.rem_euclid(400);
+    let mp = i64::from((month + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Seconds since the epoch of a UTC time as this module writes it
+/// (`2026-11-27T12:36:33.123Z`; the fraction and `Z` optional); `None`
+/// for any other text.
+pub fn parse_rfc3339(text: &str) -> Option<f64> {
+    let text = text.strip_suffix('Z').unwrap_or(text);
+    let (date, time) = text.split_once('T')?;
+    let mut date = date.splitn(3, '-').map(|p| p.parse::<u32>().ok());
+    let (year, month, day) = (date.next()??, date.next()??, date.next()??);
+    let (clock, fraction) = time.split_once('.').unwrap_or((time, "0"));
+    let mut clock = clock.splitn(3, ':').map(|p| p.parse::<u32>().ok());
+    let (hour, minute, second) = (clock.next()??, clock.next()??, clock.next()??);
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let fraction: f64 = format!("0.{fraction}").parse().ok()?;
+    let days = days_from_civil(i64::from(year), month, day);
+    Some((days * 86_400 + i64::from(hour * 3600 + minute * 60 + second)) as f64 + fraction)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parsing_inverts_formatting() {
+        for nanos in [0i128, 1_709_214_358_123_000_000, 4_102_444_800_999_000_000] {
+            let text = rfc3339_from_nanos(nanos);
+            let seconds = parse_rfc3339(&text).unwrap();
+            assert!((seconds - nanos as f64 / 1e9).abs() < 1e-3, "{text}");
+        }
+        assert_eq!(parse_rfc3339("2026-11-29T00:00:00Z"), Some(1_795_910_400.0));
+        for bad in [
+            "",
+            "2026-11-29",
+            "2026-13-01T00:00:00Z",
+            "x-y-zT1:2:3",
+            "2026-11-29T25:00:00Z",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn known_instants() {

@@ -47,6 +47,7 @@ pub fn need(route: &Route) -> Need {
         | Route::OpenApi
         | Route::ListJobs(_)
         | Route::Recipes
+        | Route::Compare(_)
         | Route::Job(_)
         | Route::Checkpoints(_)
         | Route::Progress(_)

@@ -1,6 +1,7 @@
 //! The job routes: the list and one job, checkpoints, progress, history,
 //! starting a job from a recipe, and pause, resume and cancel.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
@@ -8,10 +9,11 @@ use serde_json::{Map, Value, json};
 use super::Reply;
 use crate::app::{App, BODY_MAX};
 use crate::archive::ArchiveSource;
+use crate::compare;
 use crate::http::error::{ApiError, Context};
 use crate::http::open_job;
 use crate::http::request::HttpRequest;
-use crate::http::router::{Action, Paging};
+use crate::http::router::{Action, CompareQuery, Paging};
 use crate::names::{CheckpointName, JobId};
 use crate::runner::recipes::{Recipes, check_params};
 use crate::text::printable;
@@ -140,6 +142,61 @@ pub fn resources(app: &App, id: &JobId) -> Result<Reply, ApiError> {
     Ok(Reply::Json(
         200,
         json!({ "job_id": id.as_str(), "samples": samples }),
+    ))
+}
+
+/// `GET /api/training/compare?jobs=a,b,c&metric=loss[&better=]`: each
+/// job's curve of the metric by step (its bounded history), its last and
+/// best values, and what it ran (recipe, params, duration); with the
+/// scalars every job has, for choosing another.
+pub fn compare(app: &App, asked: &CompareQuery) -> Result<Reply, ApiError> {
+    let better = asked
+        .better
+        .unwrap_or_else(|| compare::Better::guess(&asked.metric));
+    let mut shared: Option<BTreeSet<String>> = None;
+    let mut jobs = Vec::with_capacity(asked.jobs.len());
+    for id in &asked.jobs {
+        let entry = app.index.job(id).ok_or(ApiError::JobNotFound)?;
+        let job: Value = serde_json::from_slice(&entry.json).unwrap_or(Value::Null);
+        let history = open_job(app, id)?.history(&app.histories);
+        let scalars: BTreeSet<String> = history.points.iter().flat_map(compare::scalars).collect();
+        shared = Some(match shared {
+            None => scalars,
+            Some(before) => before.intersection(&scalars).cloned().collect(),
+        });
+        let curve = compare::curve(&history.points, &asked.metric, better);
+        let point =
+            |p: Option<(u64, f64)>| p.map(|(step, value)| json!({ "step": step, "value": value }));
+        let started = job["started_at"].as_str().and_then(timefmt::parse_rfc3339);
+        let ended = match job["finished_at"].as_str() {
+            Some(at) => timefmt::parse_rfc3339(at),
+            None => timefmt::parse_rfc3339(&timefmt::now_rfc3339()),
+        };
+        let duration = started
+            .zip(ended)
+            .map(|(start, end)| ((end - start).max(0.0) * 10.0).round() / 10.0);
+        jobs.push(json!({
+            "id": id.as_str(),
+            "name": job["name"],
+            "status": job["status"],
+            "recipe": job["recipe"],
+            "params": job["params"],
+            "started_at": job["started_at"],
+            "finished_at": job["finished_at"],
+            "duration_seconds": duration,
+            "last": point(curve.last),
+            "best": point(curve.best),
+            "points": curve.points,
+        }));
+    }
+    Ok(Reply::Json(
+        200,
+        json!({
+            "metric": asked.metric,
+            "better": better.as_str(),
+            "shared_metrics": shared.unwrap_or_default(),
+            "jobs": jobs,
+        }),
     ))
 }
 

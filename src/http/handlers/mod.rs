@@ -74,6 +74,7 @@ pub fn dispatch(app: &App, request: &HttpRequest, matched: Matched) -> Result<Re
         Route::Progress(id) => jobs::progress(app, &id),
         Route::History(id) => jobs::history(app, &id),
         Route::Resources(id) => jobs::resources(app, &id),
+        Route::Compare(asked) => jobs::compare(app, &asked),
         Route::StartJob => jobs::start(app, request),
         Route::Recipes => jobs::recipes(app),
         Route::Downloads(asked) => Ok(downloads(app, &asked)),

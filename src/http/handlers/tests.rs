@@ -1030,3 +1030,54 @@ fn hub_files_not_hashed_yet_are_hashed_on_the_spot_up_to_a_bound() {
             .any(|(name, _)| *name == "Retry-After")
     );
 }
+
+#[test]
+fn compare_puts_three_jobs_curves_side_by_side() {
+    let f = fixture();
+    for (id, losses) in [
+        ("a", [0.9, 0.5, 0.6]),
+        ("b", [0.8, 0.4, 0.3]),
+        ("c", [1.0, 0.7, 0.65]),
+    ] {
+        let mut record = record(id, JobStatus::Completed, "2026-11-28T10:00:00.000Z");
+        record.started_at = Some("2026-11-28T10:00:00.000Z".into());
+        record.finished_at = Some("2026-11-28T10:01:30.500Z".into());
+        f.root.write(
+            &format!("jobs/{id}/job.json"),
+            &serde_json::to_string(&record).unwrap(),
+        );
+        let lines: String = losses
+            .iter()
+            .enumerate()
+            .map(|(i, loss)| {
+                format!(
+                    "{{\"step\": {}, \"loss\": {loss}, \"metrics\": {{\"eval_accuracy\": {}}}}}\n",
+                    (i + 1) * 100,
+                    0.5 + i as f64 / 10.0
+                )
+            })
+            .collect();
+        f.root.write(&format!("jobs/{id}/metrics.jsonl"), &lines);
+    }
+    let compared = f.get("/api/training/compare?jobs=a,b,c&metric=loss");
+    assert_eq!(compared["better"], "lower");
+    assert_eq!(compared["shared_metrics"], json!(["eval_accuracy", "loss"]));
+    let jobs = compared["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 3);
+    assert_eq!(jobs[1]["id"], "b");
+    assert_eq!(jobs[1]["best"], json!({"step": 300, "value": 0.3}));
+    assert_eq!(jobs[0]["best"], json!({"step": 200, "value": 0.5}));
+    assert_eq!(jobs[0]["last"], json!({"step": 300, "value": 0.6}));
+    assert_eq!(jobs[2]["points"].as_array().unwrap().len(), 3);
+    assert_eq!(jobs[0]["duration_seconds"], 90.5);
+    assert_eq!(jobs[0]["recipe"], "demo");
+    let accuracy = f.get("/api/training/compare?jobs=a&metric=eval_accuracy");
+    assert_eq!(accuracy["better"], "higher");
+    assert_eq!(accuracy["jobs"][0]["best"]["step"], 300);
+    let overridden = f.get("/api/training/compare?jobs=a&metric=loss&better=higher");
+    assert_eq!(overridden["jobs"][0]["best"]["value"], 0.9);
+    assert_eq!(
+        f.refused_get("/api/training/compare?jobs=a,nope"),
+        ApiError::JobNotFound
+    );
+}

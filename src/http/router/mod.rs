@@ -14,10 +14,11 @@ mod render;
 mod tests;
 
 pub use crate::names::Cursor;
-pub use query::{AUDIT_PAGE_DEFAULT, AuditQuery, PAGE_MAX, Paging};
+pub use query::{AUDIT_PAGE_DEFAULT, AuditQuery, CompareQuery, PAGE_MAX, Paging};
 
 use super::percent;
 use crate::archive::{ArchiveSource, Compression};
+use crate::compare::{Better, COMPARE_JOBS_MAX};
 use crate::hub::{RepoPath, Revision};
 use crate::names::{CheckpointName, JobId};
 use query::Query;
@@ -51,6 +52,9 @@ pub enum Route {
     /// `GET /api/training/downloads[?job=&limit=&before=]`: the download
     /// audit, newest first.
     Downloads(AuditQuery),
+    /// `GET /api/training/compare?jobs=a,b&metric=loss[&better=lower]`:
+    /// the jobs' curves of one metric side by side.
+    Compare(CompareQuery),
     /// `DELETE /api/training/jobs/{job_id}`: the job and all its files.
     DeleteJob(JobId),
     /// `DELETE /api/training/{job_id}/checkpoints/{name}`.
@@ -131,6 +135,7 @@ impl Route {
             Route::Recipes => "Recipes",
             Route::DeleteJob(_) => "DeleteJob",
             Route::Downloads(_) => "Downloads",
+            Route::Compare(_) => "Compare",
             Route::DeleteCheckpoint(..) => "DeleteCheckpoint",
             Route::Job(_) => "Job",
             Route::Checkpoints(_) => "Checkpoints",
@@ -206,6 +211,7 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     (GET_POST, "/api/training/jobs"),
     (GET, "/api/training/recipes"),
     (GET, "/api/training/downloads"),
+    (GET, "/api/training/compare"),
     (GET_DELETE, "/api/training/jobs/{job_id}"),
     (DELETE, "/api/training/{job_id}/checkpoints/{name}"),
     (GET, "/api/training/{job_id}/checkpoints"),
@@ -302,6 +308,7 @@ pub fn route(method: &str, target: &str) -> Result<Matched, RouteError> {
         [Some("api"), Some("training"), Some("jobs")] => (GET_POST, Shape::Jobs),
         [Some("api"), Some("training"), Some("recipes")] => (GET, Shape::Fixed(Route::Recipes)),
         [Some("api"), Some("training"), Some("downloads")] => (GET, Shape::Downloads),
+        [Some("api"), Some("training"), Some("compare")] => (GET, Shape::Compare),
         [Some("api"), Some("training"), Some("jobs"), id] => (GET_DELETE, Shape::JobOrDelete(*id)),
         [Some("api"), Some("training"), id, Some("checkpoints"), name] => {
             (DELETE, Shape::DeleteCheckpoint(*id, *name))
@@ -402,6 +409,40 @@ pub fn route(method: &str, target: &str) -> Result<Matched, RouteError> {
             };
             Route::Downloads(AuditQuery { job, limit, before })
         }
+        Shape::Compare => {
+            let listed = query
+                .take("jobs")
+                .ok_or_else(|| RouteError::BadQuery("'jobs' is required: jobs=a,b,c".into()))?;
+            let mut jobs: Vec<JobId> = Vec::new();
+            for text in listed.split(',') {
+                let id = JobId::parse(text).map_err(|_| RouteError::InvalidJobId)?;
+                if !jobs.contains(&id) {
+                    jobs.push(id);
+                }
+            }
+            if jobs.len() > COMPARE_JOBS_MAX {
+                return Err(RouteError::BadQuery(format!(
+                    "At most {COMPARE_JOBS_MAX} jobs can be compared at once"
+                )));
+            }
+            let metric = query.take("metric").unwrap_or_else(|| "loss".to_owned());
+            if !crate::compare::valid_metric(&metric) {
+                return Err(RouteError::BadQuery(
+                    "Invalid metric: 1 to 64 of A-Z a-z 0-9 _ . / : -".into(),
+                ));
+            }
+            let better = match query.take("better") {
+                None => None,
+                Some(text) => Some(Better::parse(&text).ok_or_else(|| {
+                    RouteError::BadQuery("Invalid better: expected lower or higher".into())
+                })?),
+            };
+            Route::Compare(CompareQuery {
+                jobs,
+                metric,
+                better,
+            })
+        }
         Shape::JobOrDelete(id) if is_delete => Route::DeleteJob(job_id(id)?),
         Shape::JobOrDelete(id) => Route::Job(job_id(id)?),
         Shape::DeleteCheckpoint(id, name) => {
@@ -501,6 +542,7 @@ enum Shape<'a> {
     Fixed(Route),
     Jobs,
     Downloads,
+    Compare,
     Job(fn(JobId) -> Route, Option<&'a str>),
     Control(Action, Option<&'a str>),
     DownloadModel(Option<&'a str>),

@@ -2,6 +2,7 @@
 //! knows it (leftovers and repeats are errors), and the job list's paging.
 
 use super::{RouteError, percent};
+use crate::compare::Better;
 use crate::names::{Cursor, JobId};
 use crate::text::printable;
 
@@ -24,6 +25,15 @@ pub struct AuditQuery {
 }
 
 pub const AUDIT_PAGE_DEFAULT: usize = 100;
+
+/// Which jobs to compare, on which metric, and which way it is better
+/// (guessed from its name when not given).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompareQuery {
+    pub jobs: Vec<JobId>,
+    pub metric: String,
+    pub better: Option<Better>,
+}
 
 /// The most jobs a page holds.
 pub const PAGE_MAX: usize = 1000;

@@ -51,6 +51,24 @@ impl Route {
                     with_query("/api/training/downloads".to_owned(), &query),
                 )
             }
+            Route::Compare(asked) => {
+                let jobs: Vec<String> = asked
+                    .jobs
+                    .iter()
+                    .map(|j| percent::encode(j.as_str()))
+                    .collect();
+                let mut query = vec![
+                    format!("jobs={}", jobs.join(",")),
+                    format!("metric={}", percent::encode(&asked.metric)),
+                ];
+                if let Some(better) = asked.better {
+                    query.push(format!("better={}", better.as_str()));
+                }
+                (
+                    "GET",
+                    with_query("/api/training/compare".to_owned(), &query),
+                )
+            }
             Route::DeleteJob(id) => (
                 "DELETE",
                 format!("/api/training/jobs/{}", percent::encode(id.as_str())),

@@ -140,6 +140,7 @@ const ALL_VARIANTS: &[&str] = &[
     "StartJob",
     "Recipes",
     "Downloads",
+    "Compare",
     "DeleteJob",
     "DeleteCheckpoint",
     "Job",
@@ -169,7 +170,12 @@ fn the_endpoint_table_covers_every_route() {
             .replace("{job_id}", "j1")
             .replace("{name}", "checkpoint-1")
             .replace("{revision}", "main")
-            .replace("{path}", "config.json");
+            .replace("{path}", "config.json")
+            + if template.ends_with("/compare") {
+                "?jobs=j1"
+            } else {
+                ""
+            };
         for method in methods.split(", ") {
             let m = route(method, &target).unwrap_or_else(|e| panic!("{method} {target}: {e:?}"));
             seen.insert(m.route.name());
@@ -452,6 +458,16 @@ fn any_route() -> impl Strategy<Value = Route> {
             })),
         (any_job_id(), any_checkpoint_name())
             .prop_map(|(id, name)| Route::DeleteCheckpoint(id, name)),
+        (
+            proptest::collection::btree_set(any_job_id(), 1..=8),
+            "[A-Za-z0-9_./:-]{1,64}",
+            proptest::option::of(prop_oneof![Just(Better::Lower), Just(Better::Higher)])
+        )
+            .prop_map(|(jobs, metric, better)| Route::Compare(CompareQuery {
+                jobs: jobs.into_iter().collect(),
+                metric,
+                better
+            })),
         (any_job_id(), source.clone(), any::<bool>()).prop_map(|(job, source, sha256sum)| {
             Route::Files {
                 job,
