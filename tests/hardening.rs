@@ -58,14 +58,20 @@ fn request(server: &Server, method: &str, path: &str, extra: &str) -> Reply {
     )
 }
 
-/// Every endpoint of the router's table, with a job id filled in.
+/// Every endpoint of the router's table, with its names (and the
+/// comparison's required query) filled in.
 fn endpoints() -> Vec<(&'static str, String)> {
     ENDPOINTS
         .iter()
         .flat_map(|(methods, template)| {
-            let path = template
+            let mut path = template
                 .replace("{job_id}", "j1")
-                .replace("{name}", "checkpoint-1");
+                .replace("{name}", "checkpoint-1")
+                .replace("{revision}", "main")
+                .replace("{path}", "config.json");
+            if path.ends_with("/compare") {
+                path.push_str("?jobs=j1");
+            }
             methods
                 .split(", ")
                 .map(move |m| (m, path.clone()))
