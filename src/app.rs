@@ -37,6 +37,12 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// How long a client may stop reading a response before it is dropped.
     pub write_timeout: Duration,
+    /// `--keep-checkpoints`: finished jobs keep this many complete
+    /// checkpoints, the newest; older ones are deleted.
+    pub keep_checkpoints: Option<usize>,
+    /// `--disk-warn-percent`: the root's file system counts as filling up
+    /// from this share used.
+    pub disk_warn_percent: f64,
 }
 
 impl Default for Limits {
@@ -50,6 +56,8 @@ impl Default for Limits {
             read_timeout: Duration::from_secs(30),
             header_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(60),
+            keep_checkpoints: None,
+            disk_warn_percent: 90.0,
         }
     }
 }

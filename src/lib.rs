@@ -19,6 +19,7 @@
 //! - [`view`]: a job as the API shows it, read once from the store.
 //! - [`compare`]: run comparison: a metric's curve, last and best values.
 //! - [`hub`]: a job as a Hugging Face Hub repository: revisions, commit ids, trees.
+//! - [`housekeeping`]: job sizes, the disk warning, `--keep-checkpoints`.
 //! - [`index`]: every job's view in memory, kept fresh by inotify.
 //! - [`demo`]: the built-in demo trainer and the `demo` command.
 //! - [`doorbell`]: rung on job and download changes (for `STATUS=`).
@@ -31,6 +32,7 @@ pub mod compare;
 pub mod counting;
 pub mod demo;
 pub mod doorbell;
+pub mod housekeeping;
 pub mod http;
 pub mod hub;
 pub mod index;

@@ -92,6 +92,14 @@ struct ServerArgs {
     /// Seconds between SIGTERM and SIGKILL when a job is cancelled.
     #[arg(long, default_value_t = 30.0)]
     cancel_grace: f64,
+    /// Finished jobs keep this many complete checkpoints, the newest; the
+    /// older ones are deleted in the background (logged). Unset: all kept.
+    #[arg(long)]
+    keep_checkpoints: Option<usize>,
+    /// Warn (log, page, `/api/training/disk`) once this share of the
+    /// root's file system is used.
+    #[arg(long, default_value_t = 90.0)]
+    disk_warn_percent: f64,
     /// Seconds between two samples of each running job's resource use
     /// (CPU, memory, I/O, GPU), kept in its `resources.jsonl`.
     #[arg(long, default_value_t = 5.0)]
@@ -148,6 +156,14 @@ fn seconds(value: f64, flag: &str) -> Result<Duration, String> {
         Ok(Duration::from_secs_f64(value))
     } else {
         Err(format!("{flag} must be a positive number of seconds"))
+    }
+}
+
+fn percent(value: f64, flag: &str) -> Result<f64, String> {
+    if (0.0..=100.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!("{flag} must be a percentage, 0 to 100"))
     }
 }
 
@@ -240,6 +256,8 @@ fn serve(root: &Path, args: &ServerArgs, on_ready: Option<OnReady>) -> Result<()
             read_timeout: seconds(args.read_timeout, "--read-timeout")?,
             header_timeout: seconds(args.header_timeout, "--header-timeout")?,
             write_timeout: seconds(args.write_timeout, "--write-timeout")?,
+            keep_checkpoints: args.keep_checkpoints,
+            disk_warn_percent: percent(args.disk_warn_percent, "--disk-warn-percent")?,
         },
         runner: RunnerConfig {
             max_jobs: args.max_jobs,

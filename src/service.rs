@@ -148,6 +148,9 @@ pub fn serve(config: ServeConfig, on_ready: Option<OnReady>) -> Result<(), Strin
     {
         log::warn!("cannot start the digest worker ({e}); files are not hashed ahead");
     }
+    if let Err(e) = crate::housekeeping::start(&app) {
+        log::warn!("cannot start housekeeping ({e}); job sizes are not measured");
+    }
     if let (Some(notifier), Some(changed)) = (&notifier, changed) {
         follow_changes(Arc::clone(&app), Arc::clone(notifier), changed);
     }

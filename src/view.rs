@@ -33,6 +33,9 @@ pub struct JobSnapshot {
     pub status: JobStatus,
     /// The newest resource sample (`resources.jsonl`), if it was sampled.
     pub resources: Option<Value>,
+    /// What the job's directory takes on disk, once measured (the index
+    /// sets it; reading a snapshot never walks the job).
+    pub size_bytes: Option<u64>,
 }
 
 impl JobSnapshot {
@@ -64,6 +67,7 @@ impl JobSnapshot {
             has_model: dir.model_has_files(),
             status,
             resources: dir.latest_resources(),
+            size_bytes: None,
         }
     }
 
@@ -110,6 +114,7 @@ impl JobSnapshot {
             "has_model": self.has_model,
             "progress": summary,
             "resources": self.resources,
+            "size_bytes": self.size_bytes,
         })
     }
 
@@ -169,6 +174,7 @@ mod tests {
             has_model: false,
             status: JobStatus::Running,
             resources: None,
+            size_bytes: None,
         };
         assert_eq!(
             snapshot.stale_after(),

@@ -48,6 +48,7 @@ pub fn need(route: &Route) -> Need {
         | Route::ListJobs(_)
         | Route::Recipes
         | Route::Compare(_)
+        | Route::Disk
         | Route::Job(_)
         | Route::Checkpoints(_)
         | Route::Progress(_)

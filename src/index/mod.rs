@@ -18,7 +18,7 @@ pub mod digester;
 mod tests;
 mod watch;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io;
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
@@ -52,6 +52,11 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// What the job's files looked like when it was read.
+    pub fn stamp(&self) -> Stamp {
+        self.stamp
+    }
+
     /// The progress document (`GET .../progress`, and each live event).
     pub fn progress_json(&self) -> Value {
         progress_json(&self.id, self.status, self.progress.as_ref())
@@ -82,6 +87,8 @@ pub struct JobIndex {
     /// before it was deleted cannot put it back after the deleter's own
     /// refresh removed it.
     refreshing: Mutex<()>,
+    /// Each job's size on disk, as the housekeeper last measured it.
+    sizes: Mutex<HashMap<JobId, u64>>,
 }
 
 impl JobIndex {
@@ -101,6 +108,7 @@ impl JobIndex {
             changed: Condvar::new(),
             mode: Mutex::new(Mode::Revalidating),
             refreshing: Mutex::new(()),
+            sizes: Mutex::new(HashMap::new()),
         });
         // Watches first: a job that appears while the rest are read is
         // seen by an event or by the scan.
@@ -144,7 +152,9 @@ impl JobIndex {
         };
         let previous = self.read().by_id.get(id).cloned();
         let stamp = dir.stamp();
-        let snapshot = JobSnapshot::read(&dir, previous.as_ref().and_then(|e| e.progress.as_ref()));
+        let mut snapshot =
+            JobSnapshot::read(&dir, previous.as_ref().and_then(|e| e.progress.as_ref()));
+        snapshot.size_bytes = self.sizes().get(id).copied();
         let entry = Arc::new(Entry {
             json: serde_json::to_vec(&snapshot.job_json())
                 .expect("JSON values serialize")
@@ -174,6 +184,25 @@ impl JobIndex {
         }
         self.changed();
         Some(entry)
+    }
+
+    /// Records job `id`'s size on disk; its entry shows it from now on.
+    pub fn set_size(&self, id: &JobId, bytes: u64) {
+        if self.sizes().insert(id.clone(), bytes) != Some(bytes) {
+            self.refresh(id);
+        }
+    }
+
+    /// What the jobs take on disk together, as last measured.
+    pub fn total_size(&self) -> u64 {
+        let present: HashSet<JobId> = self.ids().into_iter().collect();
+        let mut sizes = self.sizes();
+        sizes.retain(|id, _| present.contains(id));
+        sizes.values().sum()
+    }
+
+    fn sizes(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, u64>> {
+        self.sizes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Refreshes `id` if its files changed since it was read (by stamp).
@@ -219,7 +248,7 @@ impl JobIndex {
     }
 
     /// The ids the index holds now.
-    fn ids(&self) -> Vec<JobId> {
+    pub fn ids(&self) -> Vec<JobId> {
         self.read().by_id.keys().cloned().collect()
     }
 

@@ -380,6 +380,45 @@ impl JobDir {
         Stamp(hasher.finish())
     }
 
+    /// The bytes the job's directory takes on disk (allocated blocks,
+    /// every file once however many links it has), walking it without
+    /// following links; bounded like a download's walk, and a partial sum
+    /// past the bounds.
+    pub fn disk_usage(&self) -> io::Result<u64> {
+        use cap_std::fs::MetadataExt;
+        let mut seen = std::collections::HashSet::new();
+        let mut dirs = vec![String::from(".")];
+        let (mut bytes, mut visited) = (0u64, 0usize);
+        while let Some(path) = dirs.pop() {
+            visited += 1;
+            if visited > walk::MAX_DIRS {
+                log::warn!(
+                    "job {}: more than {} directories; size is partial",
+                    self.id,
+                    walk::MAX_DIRS
+                );
+                break;
+            }
+            let entries = match self.dir.read_dir(&path) {
+                Ok(entries) => entries,
+                Err(e) if is_missing(&e) => continue, // removed meanwhile
+                Err(e) => return Err(e),
+            };
+            for entry in entries.flatten() {
+                let Ok(meta) = entry.metadata() else { continue };
+                if meta.nlink() > 1 && !meta.is_dir() && !seen.insert((meta.dev(), meta.ino())) {
+                    continue;
+                }
+                bytes += meta.blocks() * 512;
+                if meta.is_dir() {
+                    let name = entry.file_name();
+                    dirs.push(format!("{path}/{}", name.to_string_lossy()));
+                }
+            }
+        }
+        Ok(bytes)
+    }
+
     /// When the job directory was made (its birth time where the file
     /// system keeps one, else its last change).
     pub fn created(&self) -> Option<SystemTime> {

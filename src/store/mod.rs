@@ -130,6 +130,23 @@ impl Store {
 
     /// The ids of all job directories; names that are not valid job ids are
     /// not jobs (and could not be addressed anyway).
+    /// The root's file system: (total bytes, bytes free to unprivileged
+    /// users), by fstatvfs(2) on the root's own descriptor.
+    pub fn filesystem(&self) -> io::Result<(u64, u64)> {
+        use std::os::fd::AsRawFd;
+        let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+        // SAFETY: the root's descriptor is open for the store's life, and
+        // the kernel fills `stat` on success.
+        let stat = unsafe {
+            if libc::fstatvfs(self.root.as_raw_fd(), stat.as_mut_ptr()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            stat.assume_init()
+        };
+        let unit = stat.f_frsize as u64;
+        Ok((stat.f_blocks as u64 * unit, stat.f_bavail as u64 * unit))
+    }
+
     pub fn job_ids(&self) -> io::Result<Vec<JobId>> {
         let entries = match self.root.read_dir(JOBS_DIR) {
             Ok(entries) => entries,

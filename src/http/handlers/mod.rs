@@ -75,6 +75,9 @@ pub fn dispatch(app: &App, request: &HttpRequest, matched: Matched) -> Result<Re
         Route::History(id) => jobs::history(app, &id),
         Route::Resources(id) => jobs::resources(app, &id),
         Route::Compare(asked) => jobs::compare(app, &asked),
+        Route::Disk => crate::housekeeping::Disk::now(app)
+            .map(|disk| Reply::Json(200, disk.json()))
+            .ok_or(ApiError::Internal),
         Route::StartJob => jobs::start(app, request),
         Route::Recipes => jobs::recipes(app),
         Route::Downloads(asked) => Ok(downloads(app, &asked)),
@@ -181,7 +184,11 @@ fn metrics(app: &App) -> Result<Reply, ApiError> {
         trainers: app.runner.active_count(),
         jobs: &app.index.counts(),
         running: &running,
-        disk: None,
+        disk: crate::housekeeping::Disk::now(app).map(|disk| crate::metrics::DiskNow {
+            total_bytes: disk.total_bytes,
+            free_bytes: disk.free_bytes,
+            jobs_bytes: disk.jobs_bytes,
+        }),
     });
     Ok(Reply::Page {
         status: 200,

@@ -52,6 +52,8 @@ pub enum Route {
     /// `GET /api/training/downloads[?job=&limit=&before=]`: the download
     /// audit, newest first.
     Downloads(AuditQuery),
+    /// `GET /api/training/disk`: the root's file system and the jobs' sizes.
+    Disk,
     /// `GET /api/training/compare?jobs=a,b&metric=loss[&better=lower]`:
     /// the jobs' curves of one metric side by side.
     Compare(CompareQuery),
@@ -136,6 +138,7 @@ impl Route {
             Route::DeleteJob(_) => "DeleteJob",
             Route::Downloads(_) => "Downloads",
             Route::Compare(_) => "Compare",
+            Route::Disk => "Disk",
             Route::DeleteCheckpoint(..) => "DeleteCheckpoint",
             Route::Job(_) => "Job",
             Route::Checkpoints(_) => "Checkpoints",
@@ -212,6 +215,7 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     (GET, "/api/training/recipes"),
     (GET, "/api/training/downloads"),
     (GET, "/api/training/compare"),
+    (GET, "/api/training/disk"),
     (GET_DELETE, "/api/training/jobs/{job_id}"),
     (DELETE, "/api/training/{job_id}/checkpoints/{name}"),
     (GET, "/api/training/{job_id}/checkpoints"),
@@ -309,6 +313,7 @@ pub fn route(method: &str, target: &str) -> Result<Matched, RouteError> {
         [Some("api"), Some("training"), Some("recipes")] => (GET, Shape::Fixed(Route::Recipes)),
         [Some("api"), Some("training"), Some("downloads")] => (GET, Shape::Downloads),
         [Some("api"), Some("training"), Some("compare")] => (GET, Shape::Compare),
+        [Some("api"), Some("training"), Some("disk")] => (GET, Shape::Fixed(Route::Disk)),
         [Some("api"), Some("training"), Some("jobs"), id] => (GET_DELETE, Shape::JobOrDelete(*id)),
         [Some("api"), Some("training"), id, Some("checkpoints"), name] => {
             (DELETE, Shape::DeleteCheckpoint(*id, *name))

@@ -35,6 +35,7 @@ impl Route {
             }
             Route::StartJob => ("POST", "/api/training/jobs".to_owned()),
             Route::Recipes => ("GET", "/api/training/recipes".to_owned()),
+            Route::Disk => ("GET", "/api/training/disk".to_owned()),
             Route::Downloads(asked) => {
                 let mut query = Vec::new();
                 if let Some(job) = &asked.job {
