@@ -97,7 +97,10 @@ fn the_page_works_in_chromium_under_its_csp() {
         return;
     }
     let root = counting_root("page-open");
-    let server = Server::start(root.path(), &[]);
+    let server = Server::start(
+        root.path(),
+        &["--sample-interval", "0.5", "--max-jobs", "2"],
+    );
     let job = start_counting(&server, &[]);
     run_page(&format!("http://{}", server.addr), &job, None, "open");
 }
@@ -112,7 +115,17 @@ fn the_page_signs_in_with_a_token_in_chromium() {
     let control = "control-token-0123456789abcdef";
     write(root.path(), "tokens", format!("control:{control}\n"));
     let tokens = root.path().join("tokens");
-    let server = Server::start(root.path(), &["--token-file", tokens.to_str().unwrap()]);
+    let server = Server::start(
+        root.path(),
+        &[
+            "--token-file",
+            tokens.to_str().unwrap(),
+            "--sample-interval",
+            "0.5",
+            "--max-jobs",
+            "2",
+        ],
+    );
     let bearer = format!("Bearer {control}");
     let job = start_counting(&server, &[("Authorization", &bearer)]);
     run_page(

@@ -64,23 +64,34 @@ try {
   await page.screenshot({ path: `${shots}/running.png`, fullPage: true });
 
   // The chart: ticks on both axes, the value under the pointer, a log scale.
-  await page.waitForSelector("#detail svg.chart polyline", { timeout: 20000 })
+  await page.waitForSelector("#detail .history-chart svg.chart polyline", { timeout: 20000 })
     .then(() => check("the history chart is drawn", true), (e) => check("the history chart is drawn", false, String(e)));
-  const labels = async () => (await page.locator("#detail svg.chart text:not(.tip):not(.label)").allTextContents()).join(" ");
+  const labels = async () => (await page.locator("#detail .history-chart svg.chart text:not(.tip):not(.label)").allTextContents()).join(" ");
   const linear = await labels();
   check("the chart has tick labels on both axes", linear.split(" ").length >= 6, linear);
-  const box = await page.locator("#detail svg.chart").boundingBox();
+  const box = await page.locator("#detail .history-chart svg.chart").boundingBox();
   await page.mouse.move(box.x + box.width * 0.7, box.y + box.height / 2);
-  const tip = await page.textContent("#detail svg.chart .tip");
+  const tip = await page.textContent("#detail .history-chart svg.chart .tip");
   check("hovering shows a step and its value", /^step \d+: loss /.test(tip || ""), tip);
   await page.screenshot({ path: `${shots}/chart.png`, fullPage: true });
-  await page.check("#detail .chart-head input[type=checkbox]");
+  await page.check("#detail .history-chart .chart-head input[type=checkbox]");
   await page.waitForFunction((before) => {
-    const now = [...document.querySelectorAll("#detail svg.chart text:not(.tip):not(.label)")].map((t) => t.textContent).join(" ");
+    const now = [...document.querySelectorAll("#detail .history-chart svg.chart text:not(.tip):not(.label)")].map((t) => t.textContent).join(" ");
     return now !== before;
   }, linear, { timeout: 15000 }).then(() => check("the log scale redraws the axis", true),
                                       (e) => check("the log scale redraws the axis", false, String(e)));
   await page.screenshot({ path: `${shots}/chart-log.png`, fullPage: true });
+
+  // Resources of the running job: the latest sample in words, and a chart.
+  await page.waitForSelector("#detail .resource-chart svg.chart polyline", { timeout: 20000 })
+    .then(() => check("the job's resource use is charted", true), (e) => check("the job's resource use is charted", false, String(e)));
+  const used = await page.textContent("#detail .resources");
+  check("the latest resource sample is described", /CPU .* memory .* threads in \d+ processes .* no GPU/.test(used || ""), used);
+  const detail = await page.textContent("#detail");
+  check("no absent part shows as 'null'", !/\bnull\b/.test(detail || ""), detail);
+  // The disk in the header.
+  const disk = await page.textContent("#disk");
+  check("the disk's use is in the header", /^disk [\d.]+% used · [\d.]+ GiB free · jobs [\d.]+ GiB$/.test(disk || ""), disk);
 
   check("a run trainbox did not start shows as external",
     (await page.locator(".job:has-text('someone-else') .status.external").count()) === 1);
@@ -101,6 +112,34 @@ try {
   await page.click("#start button[type=submit]");
   await page.waitForFunction((n) => document.querySelectorAll(".job").length > n, before, { timeout: 15000 })
     .then(() => check("a valid form starts a job", true), (e) => check("a valid form starts a job", false, String(e)));
+
+  // Compare the two counting jobs: both curves, and a row each.
+  // (The list is rebuilt every few seconds: a tick that lands on a row
+  // being replaced is given again, as a user would.)
+  const running = page.locator(".job:has(.status.running)");
+  for (let tries = 0; tries < 5 && (await page.locator("input.compare-pick:checked").count()) < 2; tries++) {
+    for (const n of [0, 1]) {
+      const pick = running.nth(n).locator("input.compare-pick");
+      if (!(await pick.isChecked())) await pick.check().catch(() => {});
+    }
+  }
+  await page.waitForSelector("#compare:not([hidden]) svg.chart", { timeout: 15000 })
+    .then(() => check("ticking two jobs compares them", true),
+          async (e) => check("ticking two jobs compares them", false, `${e}; picked ${await page.locator("input.compare-pick:checked").count()}; error: ${await page.textContent("#error")}`));
+  check("the comparison draws a curve a job", (await page.locator("#compare svg.chart polyline").count()) === 2);
+  check("the comparison's table has a row a job", (await page.locator("#compare table tr").count()) === 3);
+  check("the comparison names the metric's direction", (await page.textContent("#compare")).includes("lower is better"));
+  await page.screenshot({ path: `${shots}/compare.png`, fullPage: true });
+  await running.nth(0).locator("input.compare-pick").uncheck();
+  await page.waitForSelector("#compare[hidden]", { state: "attached", timeout: 15000 })
+    .then(() => check("one job left is no comparison", true), (e) => check("one job left is no comparison", false, String(e)));
+  await running.nth(1).locator("input.compare-pick").uncheck();
+
+  // A download shows in the audit panel.
+  await page.request.get(base + "/api/training/" + job + "/download/logs");
+  await page.waitForSelector(`#audit:not([hidden]) td:has-text("${job}")`, { timeout: 15000 })
+    .then(() => check("the download audit lists the download", true), (e) => check("the download audit lists the download", false, String(e)));
+  await page.screenshot({ path: `${shots}/audit.png`, fullPage: true });
 
   // Cancel the job just started, then delete it (confirming the dialog).
   page.on("dialog", (d) => d.accept());
