@@ -7,8 +7,8 @@
 //! file stands in where it is not). Each sample is appended to the job's
 //! `resources.jsonl` and kept as the job's latest, for `/metrics`.
 //!
-//! A sample costs a few small reads per process of the job; a process
-//! group is found by one scan of `/proc`. Nothing here can fail a job: a
+//! A sample costs a few small reads per process of the job; process
+//! groups are found by one scan of `/proc` a round, for all jobs. Nothing here can fail a job: a
 //! figure that cannot be read is left out.
 #![allow(clippy::disallowed_methods)] // /proc and /sys are the kernel's files, not the store's
 
@@ -127,20 +127,22 @@ fn add(sum: Option<u64>, more: Option<u64>) -> Option<u64> {
     }
 }
 
-/// The processes whose process group is `pgid`, by one scan of `/proc`.
-fn group_pids(pgid: i32) -> Vec<i32> {
+/// Every process by process group, from one scan of `/proc` (shared by
+/// all the jobs of a round).
+fn processes_by_group() -> HashMap<i32, Vec<i32>> {
+    let mut groups: HashMap<i32, Vec<i32>> = HashMap::new();
     let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
+        return groups;
     };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|t| parse_stat(&t))
-                .is_some_and(|s| s.pgrp == pgid)
-        })
-        .collect()
+    for pid in entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
+        if let Some(stat) = fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|t| parse_stat(&t))
+        {
+            groups.entry(stat.pgrp).or_default().push(pid);
+        }
+    }
+    groups
 }
 
 /// GPU figures for a set of processes.
@@ -305,9 +307,17 @@ impl Sampler {
         self.previous
             .retain(|id, _| targets.iter().any(|t| t.id == *id));
         let jobs = targets.len();
+        let groups = match targets.iter().any(|t| t.cgroup.is_none()) {
+            true => processes_by_group(),
+            false => HashMap::new(),
+        };
         let mut latest = HashMap::new();
         for target in targets {
-            let sample = self.sample(&target, jobs);
+            let pids = match &target.cgroup {
+                Some(cgroup) => cgroup.pids(),
+                None => groups.get(&target.pgid).cloned().unwrap_or_default(),
+            };
+            let sample = self.sample(&target, &pids, jobs);
             if let Ok(Some(dir)) = shared.store.job(&target.id)
                 && let Err(e) = dir.append_resources(&sample)
             {
@@ -319,12 +329,8 @@ impl Sampler {
         true
     }
 
-    fn sample(&mut self, target: &Target, jobs: usize) -> Value {
-        let pids = match &target.cgroup {
-            Some(cgroup) => cgroup.pids(),
-            None => group_pids(target.pgid),
-        };
-        let totals = proc_totals(&pids, self.tick, self.page);
+    fn sample(&mut self, target: &Target, pids: &[i32], jobs: usize) -> Value {
+        let totals = proc_totals(pids, self.tick, self.page);
         let usage = target.cgroup.as_ref().map(Account::usage);
         // The cgroup counts what exited processes used too; /proc only
         // what is alive (and what it reaped).
@@ -340,7 +346,7 @@ impl Sampler {
                 let wall = now.duration_since(at).as_secs_f64();
                 ((cpu_seconds - before).max(0.0) / wall * 100.0 * 10.0).round() / 10.0
             });
-        let gpu = self.gpu.usage(&pids, jobs);
+        let gpu = self.gpu.usage(pids, jobs);
         let (read, write) = match &usage {
             Some(u) if u.io_read_bytes.is_some() => (u.io_read_bytes, u.io_write_bytes),
             _ => (totals.read_bytes, totals.write_bytes),
@@ -405,7 +411,7 @@ mod tests {
     fn this_process_is_found_in_its_own_group_and_counted() {
         // SAFETY: getpgrp and getpid cannot fail.
         let (pgid, pid) = unsafe { (libc::getpgrp(), libc::getpid()) };
-        assert!(group_pids(pgid).contains(&pid));
+        assert!(processes_by_group()[&pgid].contains(&pid));
         let totals = proc_totals(&[pid], 100.0, 4096);
         assert_eq!(totals.processes, 1);
         assert!(totals.threads >= 1 && totals.rss_bytes > 0);
