@@ -72,11 +72,16 @@ pub fn banner(base: &str, root: &Path, job: &str, queued: &str) -> String {
          \x20 curl -X POST {api}/{job}/resume\n\
          \x20 curl {api}/{job}/checkpoints\n\
          \x20 curl -OJ '{api}/{job}/download/model?checkpoint=checkpoint-100'\n\
+         \x20 curl {api}/{job}/resources\n\
+         \x20 curl '{api}/compare?jobs={job},{queued}&metric=loss'\n\
+         \x20 curl {api}/disk\n\
          \x20 curl -X POST {api}/{queued}/cancel\n\n\
          once {job} has finished:\n\n\
          \x20 curl -OJ {api}/{job}/download/model\n\
          \x20 curl -C - -o model_{job}.zip {api}/{job}/download/model    # resumes a cut download\n\
          \x20 curl -OJ {api}/{job}/download/logs\n\
+         \x20 curl {base}/api/models/trainbox/{job}    # the job as a Hugging Face Hub repository\n\
+         \x20 curl -O {base}/trainbox/{job}/resolve/main/config.json\n\
          \x20 curl -X POST -H 'Content-Type: application/json' \\\n\
          \x20      -d '{{\"recipe\": \"demo\", \"params\": {{\"steps\": 500}}}}' {api}/jobs\n\n\
          press Ctrl-C to stop\n",
