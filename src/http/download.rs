@@ -291,57 +291,24 @@ fn planned(
         app.digests.pin(set);
     }
     let etag = etag(&plan, compression);
-    let len = plan.len();
-    if asked
-        .header("If-None-Match")
-        .is_some_and(|list| headers::none_match(list, &etag))
-    {
-        let mut writer = request.into_writer();
-        let written = write_head(&mut writer, 304, &[("ETag", etag)], None);
-        return head_only(304, written.and_then(|n| writer.flush().map(|_| n)));
-    }
-    // A stale `If-Range` means the client's partial copy is of another
-    // archive: it gets the whole one.
-    let range = match asked.header("Range") {
-        Some(range) if headers::range_allowed(asked.header("If-Range"), &etag) => {
-            parse_range(range, len)
-        }
-        _ => RangeRequest::Full,
-    };
-    let mut head = vec![
+    let head = vec![
         ("Content-Type", "application/zip".to_owned()),
         ("Content-Disposition", disposition(&download.filename)),
         ("Accept-Ranges", "bytes".to_owned()),
         ("ETag", etag),
         ("Cache-Control", "no-cache".to_owned()),
     ];
-    let (status, start, end) = match range {
-        RangeRequest::Full => (200, 0, len),
-        RangeRequest::Partial { start, end } => {
-            head.push(("Content-Range", format!("bytes {start}-{}/{len}", end - 1)));
-            (206, start, end)
-        }
-        RangeRequest::Unsatisfiable => {
-            let error = ApiError::RangeNotSatisfiable { len };
-            return Sent {
-                status: 416,
-                bytes: respond::send_error(request, &error),
-                outcome: Outcome::Completed,
-            };
-        }
-    };
-    let mut writer = request.into_writer();
-    let written = write_head(
-        &mut writer,
-        status,
-        &head,
-        Some(Framing::Length(end - start)),
-    )
-    .and_then(|n| writer.flush().map(|_| n));
-    let head_bytes = match written {
-        Ok(n) if !download.head => n,
-        other => return head_only(status, other),
-    };
+    let (mut writer, status, head_bytes, start, end) =
+        match ranged_head(asked, request, head, plan.len(), download.head) {
+            Ranged::Answered(sent) => return sent,
+            Ranged::Body {
+                writer,
+                status,
+                head_bytes,
+                start,
+                end,
+            } => (writer, status, head_bytes, start, end),
+        };
     let mut reader = ArchiveReader::new(plan, &download.files, Arc::clone(&app.caches), start, end);
     let mut sink = SocketSink::new(&mut writer, app.limits.sendfile);
     let mut buf = vec![0u8; BLOCK];
@@ -353,6 +320,91 @@ fn planned(
         status,
         bytes: head_bytes + sent,
         outcome: finish(&writer, &download.filename, result, client_failed),
+    }
+}
+
+/// Where a ranged response stands once its head is settled.
+pub(super) enum Ranged {
+    /// Answered in full: 304, 416, a HEAD, or a client gone during the head.
+    Answered(Sent),
+    /// The head is out; bytes `start..end` of the whole follow.
+    Body {
+        writer: ResponseWriter,
+        status: u16,
+        head_bytes: u64,
+        start: u64,
+        end: u64,
+    },
+}
+
+/// The head of a response with an exact length `len` and validators in
+/// `head` (its `ETag` among them): 304 when `If-None-Match` names the
+/// ETag (with the ETag and the other validators of `head`); else the
+/// `Range` asked, unless a stale `If-Range` says the client's partial copy
+/// is of something else (then the whole); 416 outside; for a HEAD, the
+/// head alone.
+pub(super) fn ranged_head(
+    asked: &HttpRequest,
+    request: Request,
+    mut head: Vec<(&'static str, String)>,
+    len: u64,
+    head_only_asked: bool,
+) -> Ranged {
+    let etag = head
+        .iter()
+        .find(|(name, _)| *name == "ETag")
+        .map(|(_, value)| value.clone())
+        .unwrap_or_default();
+    if asked
+        .header("If-None-Match")
+        .is_some_and(|list| headers::none_match(list, &etag))
+    {
+        head.retain(|(name, _)| matches!(*name, "ETag" | "Cache-Control" | "X-Repo-Commit"));
+        let mut writer = request.into_writer();
+        let written = write_head(&mut writer, 304, &head, None);
+        return Ranged::Answered(head_only(
+            304,
+            written.and_then(|n| writer.flush().map(|_| n)),
+        ));
+    }
+    let range = match asked.header("Range") {
+        Some(range) if headers::range_allowed(asked.header("If-Range"), &etag) => {
+            parse_range(range, len)
+        }
+        _ => RangeRequest::Full,
+    };
+    let (status, start, end) = match range {
+        RangeRequest::Full => (200, 0, len),
+        RangeRequest::Partial { start, end } => {
+            head.push(("Content-Range", format!("bytes {start}-{}/{len}", end - 1)));
+            (206, start, end)
+        }
+        RangeRequest::Unsatisfiable => {
+            let error = ApiError::RangeNotSatisfiable { len };
+            return Ranged::Answered(Sent {
+                status: 416,
+                bytes: respond::send_error(request, &error),
+                outcome: Outcome::Completed,
+            });
+        }
+    };
+    let mut writer = request.into_writer();
+    let written = write_head(
+        &mut writer,
+        status,
+        &head,
+        Some(Framing::Length(end - start)),
+    )
+    .and_then(|n| writer.flush().map(|_| n));
+    match written {
+        Ok(head_bytes) if !head_only_asked => Ranged::Body {
+            writer,
+            status,
+            head_bytes,
+            start,
+            end,
+        },
+        other => Ranged::Answered(head_only(status, other)),
     }
 }
 

@@ -8,17 +8,15 @@
 //! header is sent, so the client fetches plain HTTP. A file that changes
 //! while it is sent ends the response short, as an archive does.
 
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom};
 
 use tiny_http::Request;
 
-use super::download::{Outcome, Sent, finish, head_only};
+use super::download::{Outcome, Ranged, Sent, finish, ranged_head};
 use super::error::ApiError;
 use super::handlers::hub::snapshot;
-use super::headers;
-use super::range::{RangeRequest, parse_range};
 use super::request::HttpRequest;
-use super::respond::{self, Framing, write_head};
+use super::respond;
 use super::sink::SocketSink;
 use crate::app::{App, JobDownload, Slot};
 use crate::archive::digest::changed;
@@ -86,47 +84,6 @@ pub fn admit(
 
 /// Sends `file` to `request`; runs on the download's own thread.
 pub fn serve(app: &App, asked: &HttpRequest, request: Request, file: FileDownload) -> Sent {
-    let len = file.fingerprint.size;
-    if asked
-        .header("If-None-Match")
-        .is_some_and(|list| headers::none_match(list, &file.etag))
-    {
-        let mut writer = request.into_writer();
-        let head = [
-            ("ETag", file.etag.clone()),
-            ("X-Repo-Commit", file.commit.clone()),
-        ];
-        let written = write_head(&mut writer, 304, &head, None);
-        return head_only(304, written.and_then(|n| writer.flush().map(|_| n)));
-    }
-    let range = match asked.header("Range") {
-        Some(range) if headers::range_allowed(asked.header("If-Range"), &file.etag) => {
-            parse_range(range, len)
-        }
-        _ => RangeRequest::Full,
-    };
-    let mut head = vec![
-        ("Content-Type", "application/octet-stream".to_owned()),
-        ("Accept-Ranges", "bytes".to_owned()),
-        ("ETag", file.etag.clone()),
-        ("X-Repo-Commit", file.commit.clone()),
-        ("Cache-Control", "no-cache".to_owned()),
-    ];
-    let (status, start, end) = match range {
-        RangeRequest::Full => (200, 0, len),
-        RangeRequest::Partial { start, end } => {
-            head.push(("Content-Range", format!("bytes {start}-{}/{len}", end - 1)));
-            (206, start, end)
-        }
-        RangeRequest::Unsatisfiable => {
-            let error = ApiError::RangeNotSatisfiable { len };
-            return Sent {
-                status: 416,
-                bytes: respond::send_error(request, &error),
-                outcome: Outcome::Completed,
-            };
-        }
-    };
     // Opened before the head goes out: a file gone or changed since
     // admission gets an answer, not a short body.
     let opened = file.files.open(file.index).and_then(|f| {
@@ -149,18 +106,24 @@ pub fn serve(app: &App, asked: &HttpRequest, request: Request, file: FileDownloa
             };
         }
     };
-    let mut writer = request.into_writer();
-    let written = write_head(
-        &mut writer,
-        status,
-        &head,
-        Some(Framing::Length(end - start)),
-    )
-    .and_then(|n| writer.flush().map(|_| n));
-    let head_bytes = match written {
-        Ok(n) if !file.head => n,
-        other => return head_only(status, other),
-    };
+    let head = vec![
+        ("Content-Type", "application/octet-stream".to_owned()),
+        ("Accept-Ranges", "bytes".to_owned()),
+        ("ETag", file.etag.clone()),
+        ("X-Repo-Commit", file.commit.clone()),
+        ("Cache-Control", "no-cache".to_owned()),
+    ];
+    let (mut writer, status, head_bytes, start, end) =
+        match ranged_head(asked, request, head, file.fingerprint.size, file.head) {
+            Ranged::Answered(sent) => return sent,
+            Ranged::Body {
+                writer,
+                status,
+                head_bytes,
+                start,
+                end,
+            } => (writer, status, head_bytes, start, end),
+        };
     let mut sink = SocketSink::new(&mut writer, app.limits.sendfile);
     let result = send_range(&mut sink, &opened, &file, start, end).and_then(|_| sink.flush());
     let (sent, client_failed) = (sink.sent, sink.client_failed);
