@@ -1,11 +1,13 @@
 //! The router: any method and target bytes give a `Route` or an error,
-//! never a panic; every accepted `Route` holds only parsed names, and
-//! renders to a request that routes back to it.
+//! never a panic; every accepted `Route` holds only parsed names (job ids,
+//! checkpoints, Hub revisions and paths), and renders to a request that
+//! routes back to it.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use trainbox::archive::ArchiveSource;
 use trainbox::http::router::{route, Cursor, Route};
+use trainbox::hub::{RepoPath, Revision};
 use trainbox::names::{CheckpointName, JobId};
 
 fn job_ok(id: &JobId) {
@@ -27,6 +29,7 @@ fuzz_target!(|data: &[u8]| {
         | Route::Events(id)
         | Route::WebSocket(id)
         | Route::DownloadLogs(id)
+        | Route::Resources(id)
         | Route::Control(id, _)
         | Route::DeleteJob(id) => job_ok(id),
         Route::DeleteCheckpoint(job, c) => {
@@ -51,7 +54,27 @@ fuzz_target!(|data: &[u8]| {
         | Route::Logout
         | Route::Asset(_)
         | Route::StartJob
-        | Route::Recipes => {}
+        | Route::Recipes
+        | Route::Disk => {}
+        Route::Compare(asked) => {
+            assert!((1..=trainbox::compare::COMPARE_JOBS_MAX).contains(&asked.jobs.len()));
+            asked.jobs.iter().for_each(job_ok);
+            assert!(trainbox::compare::valid_metric(&asked.metric));
+        }
+        Route::HubRepo { job, revision, .. }
+        | Route::HubTree { job, revision, .. }
+        | Route::HubResolve { job, revision, .. } => {
+            job_ok(job);
+            assert_eq!(Revision::parse(&revision.to_string()).as_ref(), Some(revision));
+            let path = match &matched.route {
+                Route::HubTree { path, .. } => path.clone(),
+                Route::HubResolve { path, .. } => Some(path.clone()),
+                _ => None,
+            };
+            if let Some(path) = path {
+                assert_eq!(RepoPath::parse(path.as_str()).as_ref(), Some(&path));
+            }
+        }
         Route::Downloads(asked) => {
             if let Some(job) = &asked.job {
                 job_ok(job);
