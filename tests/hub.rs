@@ -70,11 +70,15 @@ fn hub_job(root: &Path, id: &str) -> PathBuf {
             &format!("{dir}/optimizer.pt"),
             floats(50_000, seed + 10),
         );
-        write(
-            &job,
-            &format!("{dir}/trainer_state.json"),
-            format!(r#"{{"global_step": {step}, "max_steps": 150, "log_history": []}}"#),
-        );
+        // The Trainer writes trainer_state.json near the end of a save:
+        // checkpoint-150 is caught before it, still being written.
+        if step != 150 {
+            write(
+                &job,
+                &format!("{dir}/trainer_state.json"),
+                format!(r#"{{"global_step": {step}, "max_steps": 150, "log_history": []}}"#),
+            );
+        }
         write(
             &job,
             &format!("{dir}/sub/deeper/note.txt"),
@@ -86,7 +90,7 @@ fn hub_job(root: &Path, id: &str) -> PathBuf {
         "model/tmp-checkpoint-200/model.safetensors",
         floats(10, 5),
     );
-    // 50 and 100 finished writing a while ago; 150 is being written.
+    // 50 and 100 finished writing a while ago.
     age(&job.join("model/checkpoint-50"));
     age(&job.join("model/checkpoint-100"));
     job
@@ -169,6 +173,18 @@ fn the_hub_client_pulls_revisions_file_by_file_and_keeps_them_offline() {
         let info_100 = run(&[], &["info", "trainbox/hf1", "checkpoint-100"]);
         let commit_100 = info_100["sha"].as_str().unwrap().to_owned();
         assert_eq!(hashes(&info_100["siblings"]), checkpoint(100));
+        // The revisions there are: main, and the complete checkpoints as
+        // tags (checkpoint-150 is still being written).
+        let refs = run(&[], &["refs", "trainbox/hf1", "main"]);
+        no_error(&refs, version);
+        assert_eq!(refs["branches"]["main"], info["sha"], "{version}");
+        assert_eq!(
+            refs["tags"]["checkpoint-100"],
+            commit_100.as_str(),
+            "{version}"
+        );
+        let tags: Vec<&String> = refs["tags"].as_object().unwrap().keys().collect();
+        assert_eq!(tags, ["checkpoint-100", "checkpoint-50"], "{version}");
 
         // Single files at main, at a checkpoint (nested), at a commit id.
         for (revision, path, expected) in [

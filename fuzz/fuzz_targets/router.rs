@@ -30,6 +30,7 @@ fuzz_target!(|data: &[u8]| {
         | Route::WebSocket(id)
         | Route::DownloadLogs(id)
         | Route::Resources(id)
+        | Route::HubRefs(id)
         | Route::Control(id, _)
         | Route::DeleteJob(id) => job_ok(id),
         Route::DeleteCheckpoint(job, c) => {

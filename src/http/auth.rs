@@ -61,7 +61,8 @@ pub fn need(route: &Route) -> Need {
         | Route::Files { .. }
         | Route::HubRepo { .. }
         | Route::HubTree { .. }
-        | Route::HubResolve { .. } => Need::Role(Role::Read),
+        | Route::HubResolve { .. }
+        | Route::HubRefs(_) => Need::Role(Role::Read),
     }
 }
 

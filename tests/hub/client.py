@@ -38,6 +38,12 @@ def run(command, repo, revision, path=None):
             "sha": info.sha,
             "siblings": {s.rfilename: s.lfs.sha256 for s in info.siblings},
         }
+    if command == "refs":
+        refs = hub.HfApi().list_repo_refs(repo)
+        return {
+            "branches": {r.name: r.target_commit for r in refs.branches},
+            "tags": {r.name: r.target_commit for r in refs.tags},
+        }
     if command == "file":
         local = hub.hf_hub_download(repo, path, revision=revision)
         return {"path": local, "sha256": sha256(local)}

@@ -256,6 +256,31 @@ pub fn repo(app: &App, job: &JobId, revision: &Revision, blobs: bool) -> Result<
     ))
 }
 
+/// `GET /api/models/trainbox/{job_id}/refs`: `main` as a branch (once the
+/// job has finished with a model) and each complete checkpoint as a tag,
+/// each with its commit id, as `list_repo_refs` reads them.
+pub fn refs(app: &App, job: &JobId) -> Result<Reply, ApiError> {
+    let reference = |name: &str, kind: &str, commit: String| json!({ "name": name, "ref": format!("refs/{kind}/{name}"), "targetCommit": commit });
+    let branches: Vec<Value> = match named(app, job, &Revision::Main) {
+        Ok(main) => vec![reference("main", "heads", main.commit)],
+        Err(ApiError::RevisionNotFound(_)) => Vec::new(),
+        Err(other) => return Err(other),
+    };
+    let mut tags = Vec::new();
+    for name in complete_checkpoints(app, job)? {
+        match named(app, job, &Revision::Checkpoint(name.clone())) {
+            Ok(checkpoint) => tags.push(reference(name.as_str(), "tags", checkpoint.commit)),
+            // Deleted or changed since it was listed.
+            Err(ApiError::RevisionNotFound(_)) => {}
+            Err(other) => return Err(other),
+        }
+    }
+    Ok(Reply::Json(
+        200,
+        json!({ "branches": branches, "converts": [], "tags": tags, "pullRequests": [] }),
+    ))
+}
+
 /// `GET /api/models/trainbox/{job_id}/tree/{revision}[/{path}]`.
 pub fn tree(
     app: &App,

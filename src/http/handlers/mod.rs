@@ -125,6 +125,7 @@ pub fn dispatch(app: &App, request: &HttpRequest, matched: Matched) -> Result<Re
             path,
             recursive,
         } => hub::tree(app, &job, &revision, path.as_ref(), recursive),
+        Route::HubRefs(job) => hub::refs(app, &job),
         Route::HubResolve {
             job,
             revision,

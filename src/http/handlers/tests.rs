@@ -962,6 +962,24 @@ fn hub_revisions_are_main_complete_checkpoints_and_their_commits() {
 }
 
 #[test]
+fn hub_refs_name_main_and_the_complete_checkpoints_with_their_commits() {
+    let f = hub_fixture();
+    let refs = f.get("/api/models/trainbox/hf/refs");
+    let main = f.get("/api/models/trainbox/hf");
+    let checkpoint = f.get("/api/models/trainbox/hf/revision/checkpoint-50");
+    assert_eq!(
+        refs,
+        json!({
+            "branches": [{"name": "main", "ref": "refs/heads/main", "targetCommit": main["sha"]}],
+            "converts": [],
+            // checkpoint-100 is still being written: not a revision yet.
+            "tags": [{"name": "checkpoint-50", "ref": "refs/tags/checkpoint-50", "targetCommit": checkpoint["sha"]}],
+            "pullRequests": [],
+        })
+    );
+}
+
+#[test]
 fn hub_main_waits_for_the_job_to_finish() {
     let f = fixture();
     f.root
@@ -981,6 +999,9 @@ fn hub_main_waits_for_the_job_to_finish() {
         ("X-Error-Code", "RevisionNotFound".into())
     );
     f.get("/api/models/trainbox/run/revision/checkpoint-5");
+    let refs = f.get("/api/models/trainbox/run/refs");
+    assert_eq!(refs["branches"], json!([]));
+    assert_eq!(refs["tags"][0]["name"], "checkpoint-5");
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! The Hugging Face Hub routes: `/api/models/trainbox/{job_id}[/revision/
-//! {rev}|/tree/{rev}[/{path}]]` and `/trainbox/{job_id}/resolve/{rev}/{path}`.
+//! The Hugging Face Hub routes: `/api/models/trainbox/{job_id}[/refs|
+//! /revision/{rev}|/tree/{rev}[/{path}]]` and
+//! `/trainbox/{job_id}/resolve/{rev}/{path}`.
 //!
 //! Their paths are not split like the rest of the API: the client encodes
 //! `/` inside a revision and inside a tree's sub-path (`%2F`), and sends a
@@ -57,6 +58,7 @@ fn parse(method: &str, shape: Shape<'_>, query: &str) -> Result<Matched, RouteEr
                     revision: Revision::Main,
                     blobs: flag(query, "blobs"),
                 },
+                ["refs"] => Route::HubRefs(job),
                 ["revision", revision] => Route::HubRepo {
                     job,
                     revision: revision_of(revision)?,

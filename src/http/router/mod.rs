@@ -112,6 +112,9 @@ pub enum Route {
         path: Option<RepoPath>,
         recursive: bool,
     },
+    /// `GET /api/models/trainbox/{job_id}/refs`: the revisions there are
+    /// now, each with its commit (`main` a branch, checkpoints tags).
+    HubRefs(JobId),
     /// `GET /trainbox/{job_id}/resolve/{revision}/{path}`: one file of a
     /// revision, as the Hub client fetches it.
     HubResolve {
@@ -154,6 +157,7 @@ impl Route {
             Route::HubRepo { .. } => "HubRepo",
             Route::HubTree { .. } => "HubTree",
             Route::HubResolve { .. } => "HubResolve",
+            Route::HubRefs(_) => "HubRefs",
         }
     }
 }
@@ -232,6 +236,7 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     (GET, "/ws/training/{job_id}"),
     (GET, "/api/models/trainbox/{job_id}"),
     (GET, "/api/models/trainbox/{job_id}/revision/{revision}"),
+    (GET, "/api/models/trainbox/{job_id}/refs"),
     (GET, "/api/models/trainbox/{job_id}/tree/{revision}"),
     (GET, "/api/models/trainbox/{job_id}/tree/{revision}/{path}"),
     (GET, "/trainbox/{job_id}/resolve/{revision}/{path}"),

@@ -139,6 +139,7 @@ impl Route {
                 };
                 ("GET", with_query(path, &query))
             }
+            Route::HubRefs(job) => ("GET", format!("/api/models/{}/refs", hub_repo(job))),
             Route::HubTree {
                 job,
                 revision,

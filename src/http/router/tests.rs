@@ -158,6 +158,7 @@ const ALL_VARIANTS: &[&str] = &[
     "HubRepo",
     "HubTree",
     "HubResolve",
+    "HubRefs",
 ];
 
 /// `ENDPOINTS` (which the OpenAPI test and the auth walk use) routes,
@@ -496,6 +497,7 @@ fn any_route() -> impl Strategy<Value = Route> {
                 path,
                 recursive,
             }),
+        any_job_id().prop_map(Route::HubRefs),
         (any_job_id(), any_revision(), any_repo_path()).prop_map(|(job, revision, path)| {
             Route::HubResolve {
                 job,
@@ -555,9 +557,10 @@ pub(crate) fn assert_route_names_parse(route: &Route) {
             assert_eq!(CheckpointName::parse(c.as_str()).as_ref(), Ok(c));
             Some(j)
         }
-        Route::HubRepo { job, .. } | Route::HubTree { job, .. } | Route::HubResolve { job, .. } => {
-            Some(job)
-        }
+        Route::HubRepo { job, .. }
+        | Route::HubTree { job, .. }
+        | Route::HubResolve { job, .. }
+        | Route::HubRefs(job) => Some(job),
         Route::DownloadModel { job, source, .. } | Route::Files { job, source, .. } => {
             if let ArchiveSource::Checkpoint(c) = source {
                 assert_eq!(CheckpointName::parse(c.as_str()).as_ref(), Ok(c));
