@@ -883,7 +883,7 @@ fn deleting_removes_links_never_what_they_point_to() {
 }
 
 /// A finished job with a model and two checkpoints, one still being
-/// written (fresh files), as the Hub routes see it.
+/// written, as the Hub routes see it.
 fn hub_fixture() -> Fixture {
     let f = fixture();
     f.root
@@ -894,14 +894,14 @@ fn hub_fixture() -> Fixture {
         .write("jobs/hf/model/sub/deeper/note.txt", "nested\n");
     for step in [50, 100] {
         f.root.write(
-            &format!("jobs/hf/model/checkpoint-{step}/trainer_state.json"),
-            "{}",
-        );
-        f.root.write(
             &format!("jobs/hf/model/checkpoint-{step}/weights.bin"),
             &step.to_string(),
         );
     }
+    // checkpoint-100 is caught before the Trainer wrote its state, near
+    // the end of a save: still being written, however long the test takes.
+    f.root
+        .write("jobs/hf/model/checkpoint-50/trainer_state.json", "{}");
     age(&f.root.job("hf").join("model/checkpoint-50"));
     f
 }
