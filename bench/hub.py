@@ -45,6 +45,17 @@ def make_job(root, job_id, size):
                        ("generation_config.json", {"max_length": 32}),
                        ("tokenizer_config.json", {"tokenizer_class": "GPT2Tokenizer"})]:
         (model / name).write_text(json.dumps(text))
+    # Ten checkpoints of ten files each beside the model, written a while
+    # ago: what a `main` revision is walked past on every request.
+    for step in range(100, 1100, 100):
+        checkpoint = model / f"checkpoint-{step}"
+        checkpoint.mkdir()
+        for n in range(9):
+            (checkpoint / f"part-{n}.bin").write_bytes(os.urandom(4096))
+        (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    old = time.time() - 600
+    for path in model.rglob("*"):
+        os.utime(path, (old, old))
     (root / "jobs" / job_id / "job.json").write_text(json.dumps({
         "id": job_id, "recipe": "bench", "status": "completed",
         "created_at": "2026-11-29T00:00:00.000Z"}))
@@ -119,6 +130,20 @@ def main():
             assert revisions, "main never became resolvable"
             print(f"model: {size / 2**30:.2f} GiB in {len(revisions['siblings'])} files")
             print(f"main resolvable {ready:.2f} s after the server started on the finished job (digest worker)")
+            # The metadata request the client makes for every file (HEAD
+            # at the commit), over one kept-alive connection.
+            import http.client
+            commit = revisions["sha"]
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            heads = []
+            for _ in range(300):
+                t = time.perf_counter()
+                conn.request("HEAD", f"/trainbox/big/resolve/{commit}/config.json")
+                conn.getresponse().read()
+                heads.append(time.perf_counter() - t)
+            heads.sort()
+            print(f"HEAD of a file at the commit (main beside 10 checkpoints of 10 files): "
+                  f"p50 {heads[150] * 1000:.2f} ms, p99 {heads[296] * 1000:.2f} ms")
             rows = {"curl ZIP (stored)": [], "curl resolve (one file)": [], "curl nginx (one file)": [],
                     "httpx resolve (one file)": [], "httpx nginx (one file)": [], "snapshot_download": []}
             for _ in range(args.runs):
