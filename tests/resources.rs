@@ -185,3 +185,57 @@ fn in_cgroup_mode_the_cgroup_is_the_source() {
     }
     check_after_cancel(&server, &id);
 }
+
+/// GPU figures through NVML, against a stand-in `libnvidia-ml.so.1`
+/// (`tests/nvml/fake_nvml.c`: NVML's own signatures and structs, reporting
+/// every `python3` process at 256 MiB and 25% SM use), loaded at run time
+/// from `LD_LIBRARY_PATH` as the real one would be from the driver's
+/// directory. No GPU is needed; what a real device reports is not tested
+/// here.
+#[test]
+fn gpu_use_comes_through_nvml_when_the_library_is_there() {
+    let lib = TempDir::new("fake-nvml");
+    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/nvml/fake_nvml.c");
+    let built = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-O1", "-o"])
+        .arg(lib.path().join("libnvidia-ml.so.1"))
+        .arg(source)
+        .output()
+        .expect("a C compiler (the Rust toolchain links with it)");
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let root = root_with_trainer("resources-nvml");
+    let server = Server::start_with(
+        root.path(),
+        &["--sample-interval", "0.5", "--cancel-grace", "2"],
+        &[
+            ("LD_LIBRARY_PATH", lib.path().to_str().unwrap()),
+            ("FAKE_NVML_COMM", "python3"),
+        ],
+    );
+    assert!(
+        server.logged("GPU use per process through NVML"),
+        "{}",
+        server.log()
+    );
+    let id = start_recipe(&server, "spin");
+    // The trainer and its two children: three python3 processes.
+    let mut latest = Value::Null;
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            latest = job(&server, &id)["resources"].clone();
+            latest["processes"] == 3 && latest["gpu_memory_bytes"] == json!(3 * (256 << 20))
+        }),
+        "{latest}"
+    );
+    assert_eq!(latest["gpu_percent"], json!(75.0));
+    let metrics = String::from_utf8(get(&server.url("/metrics")).body).unwrap();
+    assert!(
+        metrics.contains(&format!("trainbox_job_gpu_percent{{job=\"{id}\"}} 75")),
+        "{metrics}"
+    );
+    check_after_cancel(&server, &id);
+}
