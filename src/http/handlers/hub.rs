@@ -121,7 +121,12 @@ fn named(app: &App, job: &JobId, revision: &Revision) -> Result<Snapshot, ApiErr
             }
             ArchiveSource::Checkpoint(name.clone())
         }
-        Revision::Commit(_) => unreachable!("commits are looked up by snapshot()"),
+        // A commit is found by `snapshot`, which asks for each named one.
+        Revision::Commit(commit) => {
+            return Err(ApiError::RevisionNotFound(format!(
+                "Commit {commit} is not a name of a revision"
+            )));
+        }
     };
     let files = dir
         .archive(&source)
