@@ -298,17 +298,16 @@ fn planned(
         ("ETag", etag),
         ("Cache-Control", "no-cache".to_owned()),
     ];
-    let (mut writer, status, head_bytes, start, end) =
-        match ranged_head(asked, request, head, plan.len(), download.head) {
-            Ranged::Answered(sent) => return sent,
-            Ranged::Body {
-                writer,
-                status,
-                head_bytes,
-                start,
-                end,
-            } => (writer, status, head_bytes, start, end),
-        };
+    let RangedBody {
+        mut writer,
+        status,
+        head_bytes,
+        start,
+        end,
+    } = match ranged_head(asked, request, head, plan.len(), download.head) {
+        Ok(body) => body,
+        Err(answered) => return answered,
+    };
     let mut reader = ArchiveReader::new(plan, &download.files, Arc::clone(&app.caches), start, end);
     let mut sink = SocketSink::new(&mut writer, app.limits.sendfile);
     let mut buf = vec![0u8; BLOCK];
@@ -323,18 +322,14 @@ fn planned(
     }
 }
 
-/// Where a ranged response stands once its head is settled.
-pub(super) enum Ranged {
-    /// Answered in full: 304, 416, a HEAD, or a client gone during the head.
-    Answered(Sent),
-    /// The head is out; bytes `start..end` of the whole follow.
-    Body {
-        writer: ResponseWriter,
-        status: u16,
-        head_bytes: u64,
-        start: u64,
-        end: u64,
-    },
+/// A ranged response whose head is out: bytes `start..end` of the whole
+/// follow on `writer`.
+pub(super) struct RangedBody {
+    pub writer: ResponseWriter,
+    pub status: u16,
+    pub head_bytes: u64,
+    pub start: u64,
+    pub end: u64,
 }
 
 /// The head of a response with an exact length `len` and validators in
@@ -342,14 +337,15 @@ pub(super) enum Ranged {
 /// ETag (with the ETag and the other validators of `head`); else the
 /// `Range` asked, unless a stale `If-Range` says the client's partial copy
 /// is of something else (then the whole); 416 outside; for a HEAD, the
-/// head alone.
+/// head alone. `Err` is a response already answered in full (304, 416, a
+/// HEAD, or a client gone while the head was written).
 pub(super) fn ranged_head(
     asked: &HttpRequest,
     request: Request,
     mut head: Vec<(&'static str, String)>,
     len: u64,
     head_only_asked: bool,
-) -> Ranged {
+) -> Result<RangedBody, Sent> {
     let etag = head
         .iter()
         .find(|(name, _)| *name == "ETag")
@@ -362,7 +358,7 @@ pub(super) fn ranged_head(
         head.retain(|(name, _)| matches!(*name, "ETag" | "Cache-Control" | "X-Repo-Commit"));
         let mut writer = request.into_writer();
         let written = write_head(&mut writer, 304, &head, None);
-        return Ranged::Answered(head_only(
+        return Err(head_only(
             304,
             written.and_then(|n| writer.flush().map(|_| n)),
         ));
@@ -381,7 +377,7 @@ pub(super) fn ranged_head(
         }
         RangeRequest::Unsatisfiable => {
             let error = ApiError::RangeNotSatisfiable { len };
-            return Ranged::Answered(Sent {
+            return Err(Sent {
                 status: 416,
                 bytes: respond::send_error(request, &error),
                 outcome: Outcome::Completed,
@@ -397,14 +393,14 @@ pub(super) fn ranged_head(
     )
     .and_then(|n| writer.flush().map(|_| n));
     match written {
-        Ok(head_bytes) if !head_only_asked => Ranged::Body {
+        Ok(head_bytes) if !head_only_asked => Ok(RangedBody {
             writer,
             status,
             head_bytes,
             start,
             end,
-        },
-        other => Ranged::Answered(head_only(status, other)),
+        }),
+        other => Err(head_only(status, other)),
     }
 }
 

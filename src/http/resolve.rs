@@ -12,7 +12,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 
 use tiny_http::Request;
 
-use super::download::{Outcome, Ranged, Sent, finish, ranged_head};
+use super::download::{Outcome, RangedBody, Sent, finish, ranged_head};
 use super::error::ApiError;
 use super::handlers::hub::snapshot;
 use super::request::HttpRequest;
@@ -57,11 +57,8 @@ pub fn admit(
     // From here on the job is not deleted under this download.
     let held = app.job_downloads.enter(job);
     let snapshot = snapshot(app, job, revision)?;
-    let (index, file) = snapshot.file(path)?;
-    let (fingerprint, etag) = (
-        snapshot.files.entries()[index].fingerprint,
-        format!("\"{}\"", file.sha256_hex()),
-    );
+    let (index, fingerprint, file) = snapshot.file(path)?;
+    let etag = format!("\"{}\"", file.sha256_hex());
     // A HEAD sends no body: it takes no download slot.
     let slot = match head {
         true => None,
@@ -113,17 +110,16 @@ pub fn serve(app: &App, asked: &HttpRequest, request: Request, file: FileDownloa
         ("X-Repo-Commit", file.commit.clone()),
         ("Cache-Control", "no-cache".to_owned()),
     ];
-    let (mut writer, status, head_bytes, start, end) =
-        match ranged_head(asked, request, head, file.fingerprint.size, file.head) {
-            Ranged::Answered(sent) => return sent,
-            Ranged::Body {
-                writer,
-                status,
-                head_bytes,
-                start,
-                end,
-            } => (writer, status, head_bytes, start, end),
-        };
+    let RangedBody {
+        mut writer,
+        status,
+        head_bytes,
+        start,
+        end,
+    } = match ranged_head(asked, request, head, file.fingerprint.size, file.head) {
+        Ok(body) => body,
+        Err(answered) => return answered,
+    };
     let mut sink = SocketSink::new(&mut writer, app.limits.sendfile);
     let result = send_range(&mut sink, &opened, &file, start, end).and_then(|_| sink.flush());
     let (sent, client_failed) = (sink.sent, sink.client_failed);

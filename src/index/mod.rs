@@ -18,7 +18,7 @@ pub mod digester;
 mod tests;
 mod watch;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
@@ -195,10 +195,7 @@ impl JobIndex {
 
     /// What the jobs take on disk together, as last measured.
     pub fn total_size(&self) -> u64 {
-        let present: HashSet<JobId> = self.ids().into_iter().collect();
-        let mut sizes = self.sizes();
-        sizes.retain(|id, _| present.contains(id));
-        sizes.values().sum()
+        self.sizes().values().sum()
     }
 
     fn sizes(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, u64>> {
@@ -223,6 +220,7 @@ impl JobIndex {
     }
 
     fn remove(&self, id: &JobId) {
+        self.sizes().remove(id);
         let removed = {
             let mut jobs = self.write();
             let old = jobs.by_id.remove(id);

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use super::Reply;
 use crate::app::App;
 use crate::archive::ArchiveSource;
+use crate::archive::plan::Fingerprint;
 use crate::http::error::{ApiError, Context};
 use crate::hub::{self, Manifest, ManifestFile, RepoPath, Revision, TreeEntry};
 use crate::index::digester::hash_member;
@@ -33,20 +34,20 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// The index in `files` of the manifest's file at `path`.
-    pub fn file(&self, path: &RepoPath) -> Result<(usize, &ManifestFile), ApiError> {
+    /// The manifest's file at `path`, with its index in `files` and the
+    /// fingerprint it was listed with.
+    pub fn file(&self, path: &RepoPath) -> Result<(usize, Fingerprint, &ManifestFile), ApiError> {
         let missing = || ApiError::EntryNotFound {
             commit: self.commit.clone(),
             path: path.to_string(),
         };
         let file = self.manifest.file(path).ok_or_else(missing)?;
-        let index = self
-            .files
-            .entries()
+        let entries = self.files.entries();
+        let index = entries
             .iter()
             .position(|e| e.name == file.path)
             .ok_or_else(missing)?;
-        Ok((index, file))
+        Ok((index, entries[index].fingerprint, file))
     }
 }
 
