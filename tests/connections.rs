@@ -192,6 +192,64 @@ fn downloads_slower_than_the_read_timeout_arrive_whole_on_an_idle_server() {
     );
 }
 
+/// A Hub file (`resolve`, what `hf_hub_download` fetches) slower than the
+/// read timeout, after the server sat idle longer than it, arrives whole;
+/// so does a resume from its middle at the same rate.
+#[test]
+fn hub_files_slower_than_the_read_timeout_arrive_whole() {
+    let root = TempDir::new("slow-hub");
+    let job = make_job(root.path(), "hf");
+    write(
+        root.path(),
+        "jobs/hf/job.json",
+        r#"{"id":"hf","recipe":"demo","status":"completed","created_at":"2026-11-29T00:00:00.000Z"}"#,
+    );
+    write(&job, "model/model.safetensors", floats(12 << 20, 21));
+    let server = Server::start(
+        root.path(),
+        &["--read-timeout", "1", "--header-timeout", "1"],
+    );
+    thread::sleep(Duration::from_secs(3));
+    let url = server.url("/trainbox/hf/resolve/main/model.safetensors");
+    let out = root.path().join("model.safetensors");
+    // About three read timeouts at this rate.
+    let (status, took) = curl(&[], &url, &out, 4 << 20);
+    assert_eq!(status, 0, "curl exit status");
+    assert!(
+        took > Duration::from_secs(2),
+        "{took:?}: the rate limit held"
+    );
+    let on_disk = std::fs::read(job.join("model/model.safetensors")).unwrap();
+    assert!(
+        std::fs::read(&out).unwrap() == on_disk,
+        "the file arrived whole"
+    );
+    // A cut download resumed with a bare `Range`, as the client does.
+    let half = on_disk.len() / 2;
+    std::fs::write(&out, &on_disk[..half]).unwrap();
+    let resumed = Command::new("curl")
+        .args([
+            "-sS",
+            "--fail",
+            "--limit-rate",
+            &(2u64 << 20).to_string(),
+            "-C",
+            "-",
+            "-o",
+        ])
+        .arg(&out)
+        .arg(&url)
+        .status()
+        .unwrap();
+    assert!(resumed.success());
+    assert!(
+        std::fs::read(&out).unwrap() == on_disk,
+        "the resume completed it"
+    );
+    let log = server.log();
+    assert!(errors(&log).is_empty(), "{log}");
+}
+
 /// A network namespace of our own, removed on drop.
 struct Namespace(String);
 
